@@ -1,0 +1,132 @@
+"""Reward plug-ins.
+
+The contract (TRL's): `fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]`,
+where columns hold `answer` and any dataset column, one value per sample. None = not applicable.
+Recipes reference a built-in by name, `package.module:function`, or `path/to/file.py:function`.
+verl-style `compute_score(data_source, solution_str, ground_truth, extra_info)` runs through
+`verl_adapter` (recipe `style: verl`).
+
+Example: load_reward("exact_match")(["What is 2+2?"], ["4"], answer=["4"]) -> [1.0]
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+from algorithms.registry import Registry
+
+REWARDS: Registry = Registry("reward function")
+RewardFn = Callable[..., list]
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+class RewardLoadError(ValueError):
+    pass
+
+
+def extract_number(text: str) -> str | None:
+    """The last number in `text`, without thousands separators ("= 1,234." -> "1234")."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    num = found[-1].replace(",", "")
+    return num[:-2] if num.endswith(".0") else num
+
+
+def _same_number(pred: str | None, answer: str) -> bool:
+    if pred is None:
+        return False
+    try:
+        return float(pred) == float(answer)
+    except ValueError:
+        return pred.strip() == answer.strip()
+
+
+@REWARDS.register("exact_match")
+def exact_match(prompts: list[str], completions: list[str], answer: list[str], **_) -> list[float]:
+    """1.0 when the last number in the completion equals the reference answer, else 0.0."""
+    return [1.0 if _same_number(extract_number(c), str(a)) else 0.0 for c, a in zip(completions, answer)]
+
+
+@REWARDS.register("format_number_only")
+def format_number_only(prompts: list[str], completions: list[str], **_) -> list[float]:
+    """1.0 when the completion is just a number (what the arithmetic prompt asks for)."""
+    return [1.0 if re.fullmatch(r"\s*-?[\d,]+(\.\d+)?\.?\s*", c) else 0.0 for c in completions]
+
+
+@REWARDS.register("answer_tag")
+def answer_tag(prompts: list[str], completions: list[str], answer: list[str], **_) -> list[float]:
+    """1.0 when <answer>X</answer> is present and X equals the reference; 0.0 otherwise."""
+    out = []
+    for c, a in zip(completions, answer):
+        m = re.search(r"<answer>(.*?)</answer>", c, re.S)
+        out.append(1.0 if m and _same_number(extract_number(m.group(1)), str(a)) else 0.0)
+    return out
+
+
+@REWARDS.register("math_verify")
+def math_verify_reward(prompts: list[str], completions: list[str], answer: list[str], **_) -> list[float]:
+    """Symbolic equivalence via the math-verify package (pip install math-verify)."""
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        raise RewardLoadError("reward 'math_verify' needs the math-verify package: "
+                              "pip install 'rl-toolkit[math]'") from None
+    return [1.0 if verify(parse(str(a)), parse(c)) else 0.0 for c, a in zip(completions, answer)]
+
+
+def verl_adapter(compute_score: Callable, data_source: str = "rl") -> RewardFn:
+    """Wraps verl's `compute_score(data_source, solution_str, ground_truth, extra_info)` (a float or a
+    dict with "score") into the TRL signature."""
+    def fn(prompts, completions, answer, **columns):
+        out = []
+        for i, (c, a) in enumerate(zip(completions, answer)):
+            extra = {k: v[i] for k, v in columns.items()}
+            src = extra.pop("data_source", data_source)
+            s = compute_score(src, c, a, extra)
+            out.append(s.get("score") if isinstance(s, dict) else s)
+        return out
+    return fn
+
+
+def load_reward(spec: str, style: str = "trl") -> RewardFn:
+    """Resolves a recipe reference to a callable with the TRL signature."""
+    if ":" not in spec:
+        fn = REWARDS.get(spec) if spec in REWARDS else None
+        if fn is None:
+            raise RewardLoadError(f"reward {spec!r}: not a built-in ({', '.join(REWARDS.names())}) "
+                                  "and not of the form package.module:function or file.py:function")
+    else:
+        target, name = spec.rsplit(":", 1)
+        module = _load_file(target) if target.endswith(".py") else _import(target, spec)
+        if not hasattr(module, name):
+            raise RewardLoadError(f"reward {spec!r}: {target} has no function {name!r}")
+        fn = getattr(module, name)
+    if not callable(fn):
+        raise RewardLoadError(f"reward {spec!r} is not callable")
+    return verl_adapter(fn) if style == "verl" else fn
+
+
+def _import(module: str, spec: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise RewardLoadError(f"reward {spec!r}: module {e.name!r} not found") from None
+
+
+def _load_file(path: str):
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise RewardLoadError(f"reward file {path!r} not found")
+    mod_name = f"_reward_{abs(hash(str(p)))}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,154 @@
+"""LLM tasks: prompts with reference answers, train/held-out splits and a resumable sampler.
+
+- `arithmetic`: "What is a + b?" style questions; operand digit counts mixed from `digits`; train
+  and held-out splits are disjoint and seeded.
+- `dataset`: a JSONL or Parquet file with prompt/answer columns (other columns reach reward
+  functions as keyword arguments); the chat template is applied by the tokenizer.
+
+Example: task = ArithmeticTask(digits=[1, 2], seed=0); batch = task.sampler().next(8)
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from algorithms.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+@dataclass
+class Example:
+    key: str  # stable id (allocator state and rollout logs are keyed by it)
+    prompt: str
+    answer: str
+    columns: dict = field(default_factory=dict)  # extra dataset columns passed to rewards
+
+
+class EpochSampler:
+    """Walks the train split in a seeded permutation per epoch; its state is one integer."""
+
+    def __init__(self, examples: list[Example], seed: int, consumed: int = 0):
+        self.examples, self.seed, self.consumed = examples, seed, consumed
+
+    def _order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.examples)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def next(self, n: int) -> list[Example]:
+        out = []
+        for _ in range(n):
+            epoch, pos = divmod(self.consumed, len(self.examples))
+            out.append(self.examples[self._order(epoch)[pos]])
+            self.consumed += 1
+        return out
+
+    @property
+    def epoch(self) -> float:
+        return self.consumed / len(self.examples)
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.consumed = int(d["consumed"])
+
+
+class Task:
+    train: list[Example]
+    eval: list[Example]
+    system_prompt: str | None = None
+
+    def sampler(self, seed: int) -> EpochSampler:
+        return EpochSampler(self.train, seed)
+
+    def messages(self, ex: Example) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return msgs + [{"role": "user", "content": ex.prompt}]
+
+
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+@TASKS.register("arithmetic")
+class ArithmeticTask(Task):
+    def __init__(self, digits: list[int] = (1, 2), operations: list[str] = ("+",), train_size: int = 2000,
+                 eval_size: int = 200, seed: int = 0,
+                 prompt_template: str = "What is {a} {op} {b}? Reply with only the final number.",
+                 system_prompt: str | None = None, **_):
+        bad = [op for op in operations if op not in _OPS]
+        if bad:
+            raise ValueError(f"task.operations: unknown {bad}; valid: {list(_OPS)}")
+        if not digits or any(d < 1 or d > 9 for d in digits):
+            raise ValueError("task.digits: each digit count must be in 1..9")
+        self.system_prompt = system_prompt
+        rng = random.Random(seed)
+        seen, rows = set(), []
+        capacity = sum(len(operations) * (9 * 10 ** (d - 1)) ** 2 for d in set(digits))
+        want = min(train_size + eval_size, capacity)
+        while len(rows) < want:
+            d = digits[len(rows) % len(digits)]  # even mix of digit counts
+            a, b = rng.randint(10 ** (d - 1), 10 ** d - 1), rng.randint(10 ** (d - 1), 10 ** d - 1)
+            op = rng.choice(list(operations))
+            if (a, op, b) in seen:
+                continue
+            seen.add((a, op, b))
+            rows.append(Example(key=f"{a}{op}{b}", prompt=prompt_template.format(a=a, op=op, b=b),
+                                answer=str(_OPS[op](a, b)), columns={"digits": d}))
+        rng.shuffle(rows)
+        # rows were drawn round-robin over digit counts, so both splits keep the mix
+        self.eval = rows[:min(eval_size, len(rows) // 2)]
+        self.train = rows[len(self.eval):]
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"task.path: {str(path)!r} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        return pq.read_table(path).to_pylist()
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+@TASKS.register("dataset")
+class DatasetTask(Task):
+    def __init__(self, path: str | None = None, eval_path: str | None = None, prompt_column: str = "prompt",
+                 answer_column: str = "answer", eval_size: int = 200, seed: int = 0,
+                 system_prompt: str | None = None, **_):
+        if path is None:
+            raise ValueError("task.path: the dataset task needs a .jsonl or .parquet file")
+        self.system_prompt = system_prompt
+        rows = self._examples(read_rows(path), prompt_column, answer_column, path)
+        if eval_path:
+            self.train, self.eval = rows, self._examples(read_rows(eval_path), prompt_column, answer_column,
+                                                         eval_path)
+        else:
+            random.Random(seed).shuffle(rows)
+            n_eval = min(eval_size, len(rows) // 5)
+            self.eval, self.train = rows[:n_eval], rows[n_eval:]
+
+    @staticmethod
+    def _examples(rows: list[dict], pcol: str, acol: str, path) -> list[Example]:
+        out = []
+        for i, r in enumerate(rows):
+            for col in (pcol, acol):
+                if col not in r:
+                    raise ValueError(f"{path}: row {i} has no column {col!r} (columns: {sorted(r)})")
+            extra = {k: v for k, v in r.items() if k not in (pcol, acol)}
+            out.append(Example(key=str(r.get("id", i)), prompt=str(r[pcol]), answer=str(r[acol]), columns=extra))
+        return out
+
+
+def build_task(name: str, **kwargs) -> Task:
+    return TASKS.get(name)(**kwargs)

@@ -1,0 +1,46 @@
+"""Atomic checkpoints: written to a temp dir, then renamed, so a kill mid-write leaves the previous
+checkpoint intact. A checkpoint holds the learner (model, optimizer, scheduler, RNG states, in
+learner.pt) and the driver state (next step, data position, allocator state, in driver.json)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import ray
+
+
+class Checkpointer:
+    def __init__(self, root: Path, keep: int = 2):
+        self.root, self.keep = Path(root), max(1, keep)
+
+    def save(self, step: int, learner, driver_state: dict) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step-{step:06d}"
+        tmp = self.root / f".tmp-step-{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        ray.get(learner.save.remote(str(tmp)))
+        (tmp / "driver.json").write_text(json.dumps(driver_state))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in self.all()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def all(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.glob("step-*") if (p / "driver.json").exists())
+
+    def latest(self) -> Path | None:
+        found = self.all()
+        return found[-1] if found else None
+
+    def restore(self, learner, path: Path | None = None) -> dict:
+        path = path or self.latest()
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint under {self.root} to resume from")
+        ray.get(learner.load.remote(str(path)))
+        return json.loads((path / "driver.json").read_text())

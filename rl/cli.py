@@ -1,0 +1,86 @@
+"""`rl`: the command line.
+
+  rl train RECIPE [key=value ...] [--resume] [--address ADDR] [--print-config]
+  rl eval RECIPE [key=value ...] [--checkpoint DIR]      held-out greedy accuracy (and pass@k)
+  rl eval swebench ...                                   coding agents (see `rl eval swebench --help`)
+  rl bench NAME [...]                                    benchmarks: grpo-step, knapsack, envs, ...
+
+A broken recipe exits with code 2 and one line naming the key; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from rl.config import ConfigError, dump, load_config
+
+EXIT_CONFIG = 2
+
+
+def _bench_names() -> list[str]:
+    import rl.bench
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(rl.bench.__path__))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rl", description="RL post-training toolkit: GRPO on Ray, "
+                                "allocation, classic-control PPO at scale, coding-agent evaluation.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train from a YAML recipe")
+    t.add_argument("recipe")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--address", default=None, help="join a Ray cluster (default: start a local Ray)")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    e = sub.add_parser("eval", help="evaluate a recipe's model (or a checkpoint) on the held-out split; "
+                       "`rl eval swebench ...` for coding agents")
+    e.add_argument("recipe")
+    e.add_argument("overrides", nargs="*")
+    e.add_argument("--checkpoint", default=None, help="a run's checkpoint dir (default: the base model)")
+    e.add_argument("--address", default=None)
+    b = sub.add_parser("bench", help=f"benchmarks: {', '.join(_bench_names())}")
+    b.add_argument("name", choices=_bench_names())
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "swebench"]:
+        return importlib.import_module("rl.swebench").main(argv[2:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "bench":
+            mod = importlib.import_module("rl.bench." + args.name.replace("-", "_"))
+            return int(mod.main(args.args) or 0)
+        cfg = load_config(args.recipe, args.overrides)
+        if args.command == "train":
+            if args.print_config:
+                print(dump(cfg), end="")
+                return 0
+            return _train(cfg, args)
+        from rl.eval_cli import eval_checkpoint
+        eval_checkpoint(cfg, args.checkpoint, args.address)
+        return 0
+    except ConfigError as e:
+        print(f"rl: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("rl: interrupted; `rl train RECIPE --resume` continues from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def _train(cfg, args) -> int:
+    from rl.drivers import DRIVERS
+    try:
+        driver = DRIVERS.get(cfg.algorithm.name)
+    except KeyError as e:
+        raise ConfigError(f"algorithm.name: {e}") from None
+    driver(cfg, resume=args.resume, address=args.address)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""One typed config tree. YAML recipes override it sparsely; `a.b=c` CLI overrides go on top.
+
+Errors name the dotted key: an unknown key gets the closest valid one, a wrong type gets the
+expected type. The CLI turns `ConfigError` into one line on stderr and exit code 2.
+
+Example: cfg = load_config("recipes/quickstart.yaml", ["trainer.steps=5"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe problem, reported as one line naming the key."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    checkpoint_every_steps: int = 10
+    keep_checkpoints: int = 2
+    progress_bar: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"  # smollm2-135m | tiny-llama | local HF folder | hub id
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"  # arithmetic | dataset
+    digits: list[int] = field(default_factory=lambda: [1, 2])  # operand digit counts, mixed evenly
+    operations: list[str] = field(default_factory=lambda: ["+"])
+    train_size: int = 2000
+    eval_size: int = 200
+    path: str | None = None  # dataset task: .jsonl or .parquet
+    eval_path: str | None = None
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    system_prompt: str | None = None
+    prompt_template: str = "What is {a} {op} {b}? Reply with only the final number."
+
+
+@dataclass
+class RewardConfig:
+    fn: str = "exact_match"  # built-in name, package.module:function or path/file.py:function
+    weight: float = 1.0
+    style: Literal["trl", "verl"] = "trl"
+    timeout_s: float = 10.0
+    on_error: float = 0.0  # score for a sample whose reward raised, returned NaN or timed out
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"  # hf | vllm
+    num_workers: int = 1
+    samples_per_prompt: int = 8
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    share_prefill: bool = True  # prefill each prompt once, fork its KV cache for the n samples
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "grpo"  # driver: grpo | control_ppo
+    advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
+    loss_aggregation: str = "token-mean"
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    dual_clip_c: float | None = 3.0
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
+    max_generation_rounds: int = 3
+    overlong_max_tokens: int | None = None  # DAPO overlong shaping L_max (None: off)
+    overlong_cache_tokens: int = 4  # L_cache
+    updates_per_batch: int = 1  # optimizer passes over each rollout batch
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 20
+    prompts_per_step: int = 8
+    minibatch_samples: int = 64  # samples per optimizer step
+    microbatch_samples: int = 16  # samples per forward/backward (gradient accumulation)
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    sync_bucket_mb: float = 32.0
+
+
+@dataclass
+class AllocationConfig:
+    name: str = "uniform"  # uniform | knapsack | curriculum
+    n_low: int = 2
+    n_up: int = 128
+    success_threshold: float = 0.5  # reward above which a rollout counts as a success
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = 0  # 0: only before and after training
+    num_prompts: int = 200
+    max_new_tokens: int = 16
+    pass_k: int = 1
+    before_after: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rewards: list[RewardConfig] = field(default_factory=lambda: [RewardConfig()])
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    allocation: AllocationConfig = field(default_factory=AllocationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return build(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{path}.{i}") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif tp is bool and isinstance(value, bool):
+        return value
+    elif tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build(cls: type, data: dict, path: str = "") -> Any:
+    """Builds dataclass `cls` from a sparse mapping, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{(path + '.' if path else '') + close[0]}'?" if close else ""
+            raise ConfigError(f"unknown key '{dotted}'{hint} (valid: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def apply_override(data: dict, dotted: str) -> None:
+    """Sets `a.b.c=value` (YAML-parsed value) into a nested mapping; list items by index."""
+    if "=" not in dotted:
+        raise ConfigError(f"override {dotted!r} must look like key.path=value")
+    key, raw = dotted.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if part == "rewards" and part not in node:
+            node[part] = [dataclasses.asdict(RewardConfig())]
+        node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = int(last)
+        if idx >= len(node):
+            raise ConfigError(f"{key}: list has {len(node)} items")
+        node[idx] = value
+    else:
+        node[last] = value
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    data: dict = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.exists():
+            raise ConfigError(f"recipe {str(path)!r} not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections")
+    for o in overrides:
+        apply_override(data, o)
+    cfg = build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks the types cannot express."""
+    positive = {"trainer.steps": cfg.trainer.steps, "trainer.prompts_per_step": cfg.trainer.prompts_per_step,
+                "trainer.minibatch_samples": cfg.trainer.minibatch_samples,
+                "trainer.microbatch_samples": cfg.trainer.microbatch_samples,
+                "rollout.samples_per_prompt": cfg.rollout.samples_per_prompt,
+                "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+                "rollout.num_workers": cfg.rollout.num_workers}
+    for key, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {v}")
+    if cfg.trainer.lr <= 0:
+        raise ConfigError(f"trainer.lr: must be > 0, got {cfg.trainer.lr}")
+    if cfg.rollout.temperature <= 0:
+        raise ConfigError("rollout.temperature: must be > 0 (use a small value for near-greedy)")
+    if not cfg.rewards:
+        raise ConfigError("rewards: at least one reward function is needed")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

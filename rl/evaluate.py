@@ -1,0 +1,44 @@
+"""Held-out evaluation: greedy accuracy and pass@k, overall and per task column (e.g. digits)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+from envs.tasks import Example
+from rl.config import RewardConfig
+from rl.rewards import score
+from rollout.types import Completion, GenerationRequest
+
+GenerateFn = Callable[[list[GenerationRequest], int], list[Completion]]
+
+
+def evaluate(generate: GenerateFn, encode, examples: list[Example], correctness: RewardConfig,
+             max_new_tokens: int, pass_k: int = 1, seed: int = 0, threshold: float = 0.5) -> dict[str, float]:
+    """Greedy accuracy (temperature 0) with the recipe's first reward as the correctness check;
+    with pass_k > 1 also pass@k at temperature 1 (a prompt passes if any of k samples is correct)."""
+    out = _accuracy(generate, encode, examples, correctness, max_new_tokens, 1, 0.0, seed, threshold, "greedy")
+    if pass_k > 1:
+        out.update(_accuracy(generate, encode, examples, correctness, max_new_tokens, pass_k, 1.0, seed,
+                             threshold, f"pass@{pass_k}"))
+    return out
+
+
+def _accuracy(generate, encode, examples, correctness, max_new_tokens, n, temperature, seed, threshold,
+              name) -> dict[str, float]:
+    reqs = [GenerationRequest(prompt_ids=encode(ex), n=n, max_new_tokens=max_new_tokens,
+                              temperature=temperature, request_id=i) for i, ex in enumerate(examples)]
+    comps = generate(reqs, seed)
+    columns = {"answer": [examples[c.request_id].answer for c in comps]}
+    for k in {k for ex in examples for k in ex.columns}:
+        columns[k] = [examples[c.request_id].columns.get(k) for c in comps]
+    res = score([correctness], [examples[c.request_id].prompt for c in comps], [c.text for c in comps], columns)
+    passed = defaultdict(bool)
+    for c, r in zip(comps, res.per_fn[correctness.fn]):
+        passed[c.request_id] |= (r is not None and r >= threshold)
+    acc = {f"eval/{name}_accuracy": sum(passed[i] for i in range(len(examples))) / max(1, len(examples))}
+    by: dict[str, list[bool]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        if "digits" in ex.columns:
+            by[f"eval/{name}_accuracy/{ex.columns['digits']}digit"].append(passed[i])
+    acc.update({k: sum(v) / len(v) for k, v in sorted(by.items())})
+    return acc

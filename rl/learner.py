@@ -1,0 +1,196 @@
+"""The learner: a torch policy + optimizer that takes RolloutBatches and returns metrics.
+
+Its forward shares each prompt's prefill across the group, as the engine does: the prompt is run
+once (with gradients) and its KV cache is indexed out to the group's samples, so a group of 8
+costs one prompt forward/backward instead of 8. Gradient accumulation over micro-batches uses the
+global token/sequence counts, so any micro-batch split gives the same gradient.
+
+Runs in-process (tests) or as a Ray actor (rl/workers.py).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from algorithms.aggregation import aggregate_loss
+from algorithms.kl import kl_penalty
+from algorithms.losses import clipped_surrogate
+from rl.models import load_model
+from rl.types import RolloutBatch
+from rollout.hf_engine import left_pad
+from rollout.weight_sync import pack_buckets, params_checksum
+
+
+@dataclass
+class LossSettings:
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    dual_clip_c: float | None = 3.0
+    loss_aggregation: str = "token-mean"
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    temperature: float = 1.0
+    max_new_tokens: int = 16  # Dr.GRPO's normalising constant
+
+
+def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: torch.Tensor,
+                        completion_mask: torch.Tensor, group_ids: torch.Tensor, temperature: float,
+                        pad_id: int, with_entropy: bool = False):
+    """log pi(y_t | x, y_<t) for every completion token, prompts prefilled once per group.
+
+    prompt_ids: [num_groups][len]; completion_ids, completion_mask: [S, T]; group_ids: [S] in 0..G-1.
+    Returns logprobs [S, T] (and entropy [S, T], no grad, when asked).
+    """
+    ids, attn = left_pad(prompt_ids, pad_id)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_select_indices(group_ids)
+    first = out.logits[group_ids, -1:, :]  # predicts the first completion token
+    T = completion_ids.shape[1]
+    attn_full = torch.cat([attn[group_ids], completion_mask.to(attn.dtype)], dim=1)
+    pos_c = pos[group_ids, -1:] + 1 + torch.arange(T).unsqueeze(0)
+    out2 = model(input_ids=completion_ids, attention_mask=attn_full, position_ids=pos_c,
+                 past_key_values=cache, use_cache=True)
+    logits = torch.cat([first, out2.logits[:, :-1, :]], dim=1).float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
+    if not with_entropy:
+        return logp
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def split_groups(group_ids: torch.Tensor, max_samples: int) -> list[list[int]]:
+    """Consecutive groups packed into chunks of at most `max_samples` samples (a bigger group alone)."""
+    sizes = torch.bincount(group_ids).tolist()
+    chunks, cur, n = [], [], 0
+    for g, s in enumerate(sizes):
+        if s == 0:
+            continue
+        if cur and n + s > max_samples:
+            chunks.append(cur)
+            cur, n = [], 0
+        cur.append(g)
+        n += s
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+class Learner:
+    def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-5,
+                 weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
+                 minibatch_samples: int = 64, microbatch_samples: int = 16, updates_per_batch: int = 1,
+                 loss: LossSettings = LossSettings(), num_threads: int | None = None, pad_id: int = 2):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        torch.manual_seed(seed)
+        self.model = load_model(model_name, dtype, seed=seed).train()
+        self.ref = load_model(model_name, dtype, seed=seed) if loss.kl_coef > 0 else None
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+        self.max_grad_norm, self.loss = max_grad_norm, loss
+        self.minibatch_samples, self.microbatch_samples = minibatch_samples, microbatch_samples
+        self.updates_per_batch, self.pad_id = updates_per_batch, pad_id
+
+    def train_step(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        n_updates = 0
+        for _ in range(self.updates_per_batch):
+            for groups in split_groups(batch.group_ids, self.minibatch_samples):
+                mb = batch.select_groups(groups)
+                rows = torch.isin(batch.group_ids, torch.tensor(groups))
+                m = self._update(mb, advantages[rows])
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_updates += 1
+        out = {k: v / n_updates for k, v in sums.items()}
+        out["optimizer_steps"] = n_updates
+        out["lr"] = self.sched.get_last_lr()[0]
+        return out
+
+    def _update(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
+        self.opt.zero_grad(set_to_none=True)
+        num_tokens, num_seqs = float(mb.completion_mask.sum()), float(mb.num_samples)
+        acc: dict[str, float] = {}
+        for groups in split_groups(mb.group_ids, self.microbatch_samples):
+            micro = mb.select_groups(groups)
+            rows = torch.isin(mb.group_ids, torch.tensor(groups))
+            loss, m = self._loss(micro, adv[rows], num_tokens, num_seqs)
+            loss.backward()
+            for k, v in m.items():
+                acc[k] = acc.get(k, 0.0) + v
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        acc["grad_norm"] = float(grad_norm)
+        return acc
+
+    def _loss(self, micro: RolloutBatch, adv: torch.Tensor, num_tokens: float, num_seqs: float):
+        L = self.loss
+        mask = micro.completion_mask.float()
+        logp, entropy = completion_logprobs(self.model, micro.prompt_ids, micro.completion_ids,
+                                            micro.completion_mask, micro.group_ids, L.temperature,
+                                            self.pad_id, with_entropy=True)
+        per_tok, clipped = clipped_surrogate(logp, micro.logprobs, adv, L.eps_low, L.eps_high, L.dual_clip_c)
+        m = {}
+        if self.ref is not None:
+            with torch.no_grad():
+                ref_logp = completion_logprobs(self.ref, micro.prompt_ids, micro.completion_ids,
+                                               micro.completion_mask, micro.group_ids, L.temperature, self.pad_id)
+            kl = kl_penalty(logp, ref_logp, L.kl_estimator)
+            per_tok = per_tok + L.kl_coef * kl
+            m["kl_ref"] = float((kl.detach() * mask).sum()) / num_tokens
+        loss = aggregate_loss(per_tok, mask, L.loss_aggregation, max_len=L.max_new_tokens,
+                              num_tokens=num_tokens, num_seqs=num_seqs)
+        with torch.no_grad():
+            tok_share = float(mask.sum()) / num_tokens
+            diff = (logp.detach() - micro.logprobs) * mask
+            m.update({
+                "loss": float(loss.detach()),
+                "entropy": float((entropy * mask).sum()) / num_tokens,
+                "clip_frac": float((clipped.float() * mask).sum()) / num_tokens,
+                "approx_kl": float((0.5 * diff ** 2).sum()) / num_tokens,
+                "logprob_mismatch": float(diff.abs().sum()) / num_tokens,
+                "tokens_share": tok_share,
+            })
+        return loss, m
+
+    # -- weights and checkpoints ----------------------------------------------------------
+    def export_weights(self, bucket_bytes: int) -> list:
+        return pack_buckets(self.model.named_parameters(), bucket_bytes)
+
+    def weights_checksum(self) -> int:
+        return params_checksum(self.model.named_parameters())
+
+    def save(self, path: str) -> None:
+        torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(), "rng": _rng_state()}, Path(path) / "learner.pt")
+
+    def load(self, path: str) -> None:
+        state = torch.load(Path(path) / "learner.pt", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+

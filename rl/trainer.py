@@ -1,0 +1,126 @@
+"""The GRPO driver: a single controller over Ray actors. Reads like DESIGN.md's loop.
+
+    prompts -> allocator.plan -> engines.generate -> rewards -> advantages -> learner.train_step
+            -> weight sync -> history/log/checkpoint/eval
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ray
+
+from algorithms.dapo import informative_group_mask
+from allocation.knapsack import KnapsackState, allocation_metrics
+from rl import builders
+from rl.checkpoint import Checkpointer
+from rl.collect import PromptEncoder, StepData, merge, rollout_step
+from rl.config import Config, to_dict
+from rl.evaluate import evaluate
+from rl.logging import RunLogger, progress
+from rl.models import load_tokenizer
+from rl.rewards import check_rewards
+from rl.workers import init_ray
+
+
+def step_seed(seed: int, step: int, round_: int = 0) -> int:
+    return (seed * 1_000_003 + step * 101 + round_) % (2**62)
+
+
+def sync_weights(learner, engines, version: int, bucket_mb: float) -> float:
+    t0 = time.time()
+    buckets = learner.export_weights.remote(int(bucket_mb * 2**20))
+    ray.get([e.update_weights.remote(buckets, version) for e in engines])
+    return time.time() - t0
+
+
+def run_eval(cfg: Config, engines, encode, task, seed: int) -> dict[str, float]:
+    examples = task.eval[: cfg.eval.num_prompts]
+    gen = lambda reqs, s: ray.get(engines[0].generate.remote(reqs, s))  # noqa: E731
+    return evaluate(gen, encode, examples, cfg.rewards[0], cfg.eval.max_new_tokens, cfg.eval.pass_k, seed,
+                    cfg.allocation.success_threshold)
+
+
+def collect(cfg, engines, encode, sampler, allocator, history, step) -> StepData:
+    """One draw, or DAPO dynamic sampling: redraw until enough groups have unequal rewards."""
+    parts, informative = [], 0
+    for round_ in range(cfg.algorithm.max_generation_rounds if cfg.algorithm.dynamic_sampling else 1):
+        examples = sampler.next(cfg.trainer.prompts_per_step)
+        plan = allocator.plan([e.key for e in examples], history, step)
+        data = rollout_step(cfg, engines, encode, examples, plan, step_seed(cfg.run.seed, step, round_))
+        data.metrics.update(allocation_metrics(data.rewards_per_prompt, plan.samples_per_prompt,
+                                               cfg.allocation.success_threshold))
+        history.update([e.key for e in data.examples], data.rewards_per_prompt, cfg.allocation.success_threshold)
+        if cfg.algorithm.dynamic_sampling:
+            keep = informative_group_mask(data.batch.rewards, data.batch.group_ids)
+            groups = sorted(set(data.batch.group_ids[keep].tolist()))
+            data = StepData(data.batch.select_groups(groups), [data.examples[g] for g in groups],
+                            [data.rewards_per_prompt[g] for g in groups], data.metrics)
+            informative += len(groups)
+        parts.append(data)
+        if informative >= cfg.trainer.prompts_per_step:
+            break
+    parts = [p for p in parts if p.batch.num_samples] or parts[:1]
+    out = merge(parts, encode.tok.pad_token_id)
+    out.metrics["generation_rounds"] = len(parts)
+    return out
+
+
+def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict[str, float]:
+    builders.check_names(cfg)
+    check_rewards(cfg.rewards)
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    init_ray(address)
+    task, tok = builders.task_from(cfg), load_tokenizer(cfg.model.name)
+    encode = PromptEncoder(tok, cfg.task.system_prompt)
+    sampler, allocator, history = task.sampler(cfg.run.seed), builders.allocator_from(cfg), KnapsackState()
+    adv_fn = builders.advantage_fn(cfg)
+    engines, learner = builders.start_workers(cfg, tok.pad_token_id)
+    ckpt, start, summary = Checkpointer(run_dir / "checkpoints", cfg.run.keep_checkpoints), 0, {}
+    if resume:
+        state = ckpt.restore(learner)
+        start, summary = state["next_step"], state["summary"]
+        sampler.load_state_dict(state["sampler"])
+        history.load_state_dict(state["history"])
+    logger = RunLogger(run_dir, to_dict(cfg), cfg.run.wandb_mode, resume=resume)
+    if resume:
+        logger.truncate_after(start - 1)
+    sync_weights(learner, engines, start, cfg.trainer.sync_bucket_mb)
+    if cfg.eval.before_after and not resume:
+        summary["before"] = run_eval(cfg, engines, encode, task, cfg.run.seed)
+        print("eval before:", _fmt(summary["before"]), flush=True)
+    bar = progress(cfg.trainer.steps, f"train {cfg.run.name}", initial=start) if cfg.run.progress_bar else None
+    for step in range(start, cfg.trainer.steps):
+        t0 = time.time()
+        data = collect(cfg, engines, encode, sampler, allocator, history, step)
+        advantages = adv_fn(data.batch.rewards, data.batch.group_ids)
+        t1 = time.time()
+        metrics = ray.get(learner.train_step.remote(data.batch, advantages))
+        t_train = time.time() - t1
+        t_sync = sync_weights(learner, engines, step + 1, cfg.trainer.sync_bucket_mb)
+        metrics = {**data.metrics, **metrics, "time/train_s": t_train, "time/sync_s": t_sync,
+                   "time/step_s": time.time() - t0, "epoch": sampler.epoch}
+        if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
+            metrics.update(run_eval(cfg, engines, encode, task, cfg.run.seed))
+        logger.log(step, metrics)
+        if bar is not None:
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
+                            tok_s=f"{metrics['tokens_per_s']:.0f}")
+            bar.update(1)
+        last = step + 1 == cfg.trainer.steps
+        if (cfg.run.checkpoint_every_steps and (step + 1) % cfg.run.checkpoint_every_steps == 0) or last:
+            ckpt.save(step, learner, {"next_step": step + 1, "sampler": sampler.state_dict(),
+                                      "history": history.state_dict(), "summary": summary})
+    if bar is not None:
+        bar.close()
+    if cfg.eval.before_after:
+        summary["after"] = run_eval(cfg, engines, encode, task, cfg.run.seed)
+        print("eval after: ", _fmt(summary["after"]), flush=True)
+    logger.close(["reward/mean", "accuracy", "loss", "entropy", "approx_kl", "clip_frac", "grad_norm",
+                  "response_length/mean", "tokens_per_s", "time/step_s", "effective_gradient_ratio",
+                  "eval/greedy_accuracy"])
+    return summary
+
+
+def _fmt(d: dict) -> str:
+    return "  ".join(f"{k.removeprefix('eval/')}={v:.3f}" for k, v in d.items())
