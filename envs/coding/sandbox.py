@@ -193,7 +193,7 @@ class LocalSandbox:
         keep = {k: os.environ[k] for k in ("LANG", "LC_ALL") if k in os.environ}
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")])
         return {**keep, "PATH": path, "HOME": str(self.tmpdir), "TMPDIR": str(self.tmpdir),
-                "PYTHONDONTWRITEBYTECODE": "1", "PAGER": "cat", "GIT_PAGER": "cat",
+                "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PAGER": "cat", "GIT_PAGER": "cat",
                 "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
                 "GIT_CONFIG_VALUE_0": "*", "PIP_NO_INPUT": "1"}
 
@@ -233,6 +233,14 @@ class LocalSandbox:
         path.write_text(text)
         if self.drop_uid:
             os.chown(path, NOBODY_ID, NOBODY_ID)
+
+    def put_tmp(self, name: str, text: str) -> str:
+        """Write a harness file (a patch, a script) into the sandbox's TMPDIR; return its path."""
+        path = self.tmpdir / name
+        path.write_text(text)
+        if self.drop_uid:
+            os.chown(path, NOBODY_ID, NOBODY_ID)
+        return str(path)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
