@@ -175,8 +175,9 @@ def rollouts_needed(p: float, alpha: float = 0.9, n_low: int = 2, n_up: int = 12
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"rollouts_needed is defined for 0 < p < 1, got {p}")
-    raw = math.log(1.0 - alpha) / math.log(max(p, 1.0 - p))
-    return int(min(n_up, max(n_low, math.ceil(raw - 1e-9))))
+    # log1p keeps ln(1 - p) non-zero for tiny p; a huge or infinite need is simply N_up.
+    raw = math.log(1.0 - alpha) / math.log1p(-min(p, 1.0 - p))
+    return n_up if raw >= n_up else max(n_low, math.ceil(raw - 1e-9))
 
 
 def _even_split(units: int, count: int) -> list[int]:
