@@ -124,7 +124,7 @@ def format_observation(returncode: int, output: str, timed_out: bool) -> str:
 
 
 def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
-              make_sandbox: Callable[[], object], hard_turn_limit: int = 100,
+              make_sandbox: Callable[[CodingTask], object], hard_turn_limit: int = 100,
               command_timeout_s: float = 60.0, price_in_per_mtok: float = 1.0,
               price_out_per_mtok: float = 4.0) -> Trajectory:
     """One task, one agent, one turn-control policy -> a Trajectory (patch included)."""
@@ -133,7 +133,7 @@ def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
     traj.messages = [{"role": "system", "content": SYSTEM_PROMPT},
                      {"role": "user", "content": INSTANCE_PROMPT.format(
                          problem_statement=task.problem_statement)}]
-    sb = make_sandbox()
+    sb = make_sandbox(task)
     try:
         base = materialize(task, sb)
         state = initial_state(policy)

@@ -15,7 +15,7 @@ import ast
 import random
 
 from envs.coding.grading import parse_pytest_log
-from envs.coding.tasks import CodingTask, materialize, unified_diff
+from envs.coding.tasks import CodingTask, unified_diff
 
 _MUTATE_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
                ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
@@ -332,15 +332,32 @@ def _test_file_for(rel: str) -> str:
     return "tests/test_" + rel.rsplit("/", 1)[1]
 
 
-def _run_tests(files: dict[str, str], test_file: str, make_sandbox) -> dict[str, str]:
-    task = CodingTask("probe", "probe", "", "", repo_files=files)
-    sb = make_sandbox()
+def _probe(repo: str, rel: str, site: int, make_sandbox) -> dict | None:
+    """Run the mutated module's tests; the row fields when the bug is kept, else None."""
+    files = {k: (_canonical(v) if k.endswith(".py") and v else v) for k, v in REPOS[repo].items()}
+    test_file = _test_file_for(rel)
+    buggy = {**files, rel: mutate(files[rel], site)}
+    probe = CodingTask("probe", "probe", "", "", repo_files=buggy)
+    sb = make_sandbox(probe)
     try:
-        materialize(task, sb)
-        res = sb.run(f"{task.test_cmd} {test_file}", timeout_s=30)
-        return {} if res.timed_out else parse_pytest_log(res.output)
+        for path, text in buggy.items():
+            sb.write_file(path, text)
+        res = sb.run(f"{probe.test_cmd} {test_file}", timeout_s=30)
     finally:
         sb.close()
+    status = {} if res.timed_out else parse_pytest_log(res.output)
+    f2p = sorted(t for t, s in status.items() if s in ("FAILED", "ERROR"))
+    p2p = sorted(t for t, s in status.items() if s == "PASSED")
+    if not f2p or not p2p:
+        return None
+    module = rel[:-3].replace("/", ".")
+    return dict(
+        repo=f"synthetic/{repo}", base_commit="",
+        problem_statement=_statement(module, f2p, files[test_file]),
+        patch=unified_diff({rel: buggy[rel]}, {rel: files[rel]}),
+        test_patch=unified_diff({}, {test_file: files[test_file]}),
+        FAIL_TO_PASS=f2p, PASS_TO_PASS=p2p, version="0.1",
+        repo_files={k: v for k, v in buggy.items() if k != test_file}, source="generator")
 
 
 def _statement(module: str, f2p: list[str], test_src: str) -> str:
@@ -352,30 +369,22 @@ def _statement(module: str, f2p: list[str], test_src: str) -> str:
             f"{ast.unparse(fn)}\n```\n\nFix the library code (not the check).")
 
 
-def generate_tasks(num_tasks: int, seed: int = 0, make_sandbox=None) -> list[CodingTask]:
+def generate_tasks(num_tasks: int, seed: int = 0, make_sandbox=None, workers: int = 2) -> list[CodingTask]:
     """`num_tasks` rows with injected bugs that break some tests and leave others passing."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from envs.coding.sandbox import LocalSandbox
-    make_sandbox = make_sandbox or (lambda: LocalSandbox.create(timeout_s=30))
+    make_sandbox = make_sandbox or (lambda task: LocalSandbox.create(timeout_s=30))
+    cands = _candidates(seed)
     tasks: list[CodingTask] = []
-    for repo, rel, site in _candidates(seed):
-        if len(tasks) >= num_tasks:
-            break
-        files = {k: (_canonical(v) if k.endswith(".py") and v else v) for k, v in REPOS[repo].items()}
-        test_file = _test_file_for(rel)
-        buggy = {**files, rel: mutate(files[rel], site)}
-        status = _run_tests(buggy, test_file, make_sandbox)
-        f2p = sorted(t for t, s in status.items() if s in ("FAILED", "ERROR"))
-        p2p = sorted(t for t, s in status.items() if s == "PASSED")
-        if not f2p or not p2p:
-            continue
-        base = {k: v for k, v in buggy.items() if k != test_file}
-        module = rel[:-3].replace("/", ".")
-        tasks.append(CodingTask(
-            instance_id=f"synthetic__{repo}-{len(tasks)}", repo=f"synthetic/{repo}", base_commit="",
-            problem_statement=_statement(module, f2p, files[test_file]),
-            patch=unified_diff({rel: buggy[rel]}, {rel: files[rel]}),
-            test_patch=unified_diff({}, {test_file: files[test_file]}),
-            FAIL_TO_PASS=f2p, PASS_TO_PASS=p2p, version="0.1", repo_files=base, source="generator"))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i in range(0, len(cands), max(1, workers)):
+            if len(tasks) >= num_tasks:
+                break
+            chunk = cands[i:i + max(1, workers)]
+            for (repo, _, _), row in zip(chunk, pool.map(lambda c: _probe(*c, make_sandbox), chunk)):
+                if row is not None and len(tasks) < num_tasks:
+                    tasks.append(CodingTask(instance_id=f"synthetic__{repo}-{len(tasks)}", **row))
     if len(tasks) < num_tasks:
         raise ValueError(f"only {len(tasks)} bug tasks can be generated (asked for {num_tasks})")
     return tasks

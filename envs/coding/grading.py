@@ -125,13 +125,13 @@ def eval_script(model_patch_path: str, test_patch_path: str, test_cmd: str) -> s
 
 
 def evaluate_patch(task, model_patch: str, make_sandbox, timeout_s: float = 120.0) -> tuple[GradeReport, str]:
-    """Grade `model_patch` on `task` in a fresh sandbox from `make_sandbox()`; return (report, log).
+    """Grade `model_patch` on `task` in a fresh sandbox from `make_sandbox(task)`; return (report, log).
 
     An empty patch is graded like any other (it cannot resolve a task whose F2P tests fail at base).
     """
     from envs.coding.tasks import materialize
 
-    sb = make_sandbox()
+    sb = make_sandbox(task)
     try:
         materialize(task, sb)
         model_path = sb.put_tmp("model.diff", model_patch or "")

@@ -118,6 +118,9 @@ def materialize(task: CodingTask, sandbox) -> str:
     Only offline tasks carry their repo; official rows need the docker backend (their images hold
     the repo at base_commit).
     """
+    if task.repo_files is None and getattr(sandbox, "has_repo", False):
+        res = sandbox.run("git rev-parse HEAD", timeout_s=30)
+        return res.output.strip().splitlines()[-1] if res.returncode == 0 else task.base_commit
     if task.repo_files is None:
         raise ValueError(f"task {task.instance_id} has no repo_files; official SWE-bench rows run "
                          "with --backend docker (the images hold the repo)")
