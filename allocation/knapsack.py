@@ -186,12 +186,15 @@ def _even_split(units: int, count: int) -> list[int]:
 
 
 def _seen_budgets(rates: list[float], budget: int, n_low: int, n_up: int,
-                  alpha: float) -> list[int]:
-    """Budgets for prompts with an estimate: solver on 0 < p < 1, p = 0 gets the surplus."""
+                  alpha: float) -> tuple[list[int], int]:
+    """Budgets for prompts with an estimate: solver on 0 < p < 1, p = 0 gets the surplus.
+
+    Returns (budgets, leftover): leftover is what neither group can take within N_up; the
+    caller places it (unseen prompts first, p = 1 prompts last).
+    """
     out = [n_low] * len(rates)
     solvable = [j for j, x in enumerate(rates) if 0.0 < x < 1.0]
     zero = [j for j, x in enumerate(rates) if x <= 0.0]
-    one = [j for j, x in enumerate(rates) if x >= 1.0]
     free = budget - n_low * len(rates)
     room = n_up - n_low
     solv_extra = min(free, room * len(solvable))
@@ -199,34 +202,31 @@ def _seen_budgets(rates: list[float], budget: int, n_low: int, n_up: int,
         need = sum(rollouts_needed(rates[j], alpha, n_low, n_up) for j in solvable)
         solv_extra = min(solv_extra, need - n_low * len(solvable))
     zero_extra = min(free - solv_extra, room * len(zero))
-    # Whatever neither group can take: first back to the solver, then (forced) to p = 1 prompts.
-    back = min(free - solv_extra - zero_extra, room * len(solvable) - solv_extra)
-    solv_extra += back
-    one_extra = free - solv_extra - zero_extra
+    # What p = 0 cannot take goes back to the solver.
+    solv_extra += min(free - solv_extra - zero_extra, room * len(solvable) - solv_extra)
     if solvable:
         sub = solve_budgets([rates[j] for j in solvable], n_low * len(solvable) + solv_extra,
                             n_low, n_up)
         for j, n in zip(solvable, sub):
             out[j] = n
-    for group, units in ((zero, zero_extra), (one, one_extra)):
-        if group:
-            for j, add in zip(group, _even_split(units, len(group))):
-                out[j] += add
-    return out
+    for j, add in zip(zero, _even_split(zero_extra, len(zero)) if zero else []):
+        out[j] += add
+    return out, free - solv_extra - zero_extra
 
 
 def knapsack_budgets(p_estimates: Sequence[float | None], total_budget: int, n_low: int = 2,
                      n_up: int = 128, alpha: float = 0.9) -> list[int]:
     """Knapsack RL budgets with the paper's rules (SPECS §4); sum is exactly total_budget.
 
-    - unseen (None): N_bar = total_budget // M (epoch 1 is uniform); the remainder goes to the
-      seen prompts, or one each to the first unseen prompts when none is seen.
+    - unseen (None): N_bar = total_budget // M (epoch 1 is uniform).
     - p = 1: N_low.  p = 0: N_low plus the surplus, if the solvable prompts' needs
       need_i = min(N_up, ln(1 - alpha)/ln(max(p_i, 1 - p_i))) sum below their budget: the solver
       then runs on sum need and the surplus goes evenly to the p = 0 prompts.
-    - 0 < p < 1: `solve_budgets`.
-    Budget no group can absorb within N_up falls through (solver, then p = 1, then unseen).
-    Shapes: [M] -> [M] ints. Example: knapsack_budgets([None, None, None], 10) -> [4, 3, 3].
+    - 0 < p < 1: `solve_budgets` on what the seen prompts have (total - N_bar * #unseen).
+    Exactness: rollouts the seen prompts cannot use within N_up (and the remainder of
+    total // M when all are unseen) go evenly to the unseen prompts; only when those are full
+    too do p = 1 prompts get more than N_low.
+    Shapes: [M] -> [M] ints. Example: knapsack_budgets([None, None, 1.0], 24) -> [11, 11, 2].
     """
     m = len(p_estimates)
     _check_budget(m, total_budget, n_low, n_up)
@@ -240,9 +240,15 @@ def knapsack_budgets(p_estimates: Sequence[float | None], total_budget: int, n_l
     seen_budget = total_budget - n_bar * len(unseen)
     spill = max(0, seen_budget - n_up * len(seen))
     if seen:
-        for i, n in zip(seen, _seen_budgets(rates, seen_budget - spill, n_low, n_up, alpha)):
+        seen_out, leftover = _seen_budgets(rates, seen_budget - spill, n_low, n_up, alpha)
+        for i, n in zip(seen, seen_out):
             budgets[i] = n
-    for i, add in zip(unseen, _even_split(spill, len(unseen)) if unseen else []):
+        spill += leftover
+    to_unseen = min(spill, (n_up - n_bar) * len(unseen))
+    for i, add in zip(unseen, _even_split(to_unseen, len(unseen)) if unseen else []):
+        budgets[i] += add
+    ones = [i for i, x in zip(seen, rates) if x >= 1.0]
+    for i, add in zip(ones, _even_split(spill - to_unseen, len(ones)) if ones else []):
         budgets[i] += add
     return budgets
 
@@ -368,6 +374,9 @@ class KnapsackAllocator:
 
     Stateless and deterministic: the same keys and state give the same plan. state=None acts as
     an empty history (uniform). The caller calls state.update(...) after the step's rewards.
+    predicted_p (optional, [M], e.g. from V0): the rollouts the unseen prompts would get
+    uniformly are re-split among them by `v0_budgets` (U(B, p), SPECS §5); seen prompts and the
+    total are unchanged.
     Example: KnapsackAllocator(8).plan(["a", "b"], KnapsackState()).samples_per_prompt -> [8, 8]
     """
 
@@ -381,8 +390,15 @@ class KnapsackAllocator:
         return KnapsackState()
 
     def plan(self, prompt_keys: Sequence[str], state: KnapsackState | None = None,
-             step: int = 0) -> Allocation:
+             step: int = 0, predicted_p: Sequence[float] | None = None) -> Allocation:
         estimates = state.estimates(prompt_keys) if state is not None else [None] * len(prompt_keys)
         total = self.mean_samples_per_prompt * len(prompt_keys)
-        return Allocation(samples_per_prompt=knapsack_budgets(
-            estimates, total, self.n_low, self.n_up, self.alpha))
+        budgets = knapsack_budgets(estimates, total, self.n_low, self.n_up, self.alpha)
+        unseen = [i for i, x in enumerate(estimates) if x is None]
+        if predicted_p is not None and unseen:
+            from allocation.value_model import v0_budgets  # value_model imports this module
+            pool = sum(budgets[i] for i in unseen)
+            split = v0_budgets([predicted_p[i] for i in unseen], pool, self.n_low, self.n_up)
+            for i, n in zip(unseen, split):
+                budgets[i] = n
+        return Allocation(samples_per_prompt=budgets)

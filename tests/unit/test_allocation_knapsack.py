@@ -149,6 +149,8 @@ def test_fall_through_when_groups_saturate():
     assert knapsack_budgets([0.0, 0.5], 20, 2, 10) == [10, 10]      # p = 0 full: back to solver
     assert knapsack_budgets([1.0, 1.0], 10) == [5, 5]               # nobody else can take it
     assert knapsack_budgets([None, None, None, 0.5], 31, 2, 8) == [8, 8, 7, 8]  # spill to unseen
+    assert knapsack_budgets([None, None, 1.0], 24) == [11, 11, 2]   # p = 1 stays at N_low
+    assert knapsack_budgets([None, 1.0], 19, 2, 10) == [10, 9]      # unseen full: p = 1 takes it
 
 
 @settings(max_examples=200, deadline=None)
@@ -262,3 +264,14 @@ def test_knapsack_raises_expected_informative_samples_over_uniform():
     ours = knapsack_budgets(p.tolist(), 2048)
     assert informative(ours) > informative([8] * 256)
     assert math.isclose(sum(ours), 2048)
+
+
+def test_unseen_prompts_can_use_predicted_p():
+    alloc = KnapsackAllocator(8)
+    state = KnapsackState()
+    state.update(["seen"], [[1.0] * 8])
+    plan = alloc.plan(["seen", "easy", "hard"], state, predicted_p=[0.5, 0.9, 0.1])
+    # seen p = 1 keeps N_low; the unseen pool 8 + 8 + the 6 the p = 1 prompt frees = 22 is split
+    # by U(B, p), whose gains favour the low predicted p (here all of it).
+    assert alloc.plan(["seen", "easy", "hard"], state).samples_per_prompt == [2, 11, 11]
+    assert plan.samples_per_prompt == [2, 2, 20]
