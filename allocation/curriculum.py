@@ -110,7 +110,10 @@ def curriculum_reward(correct: torch.Tensor | Sequence[float],
 
 def with_length_budget(prompt: str, budget_tokens: int,
                        template: str = LENGTH_BUDGET_TEMPLATE) -> str:
-    """Write the budget into the prompt. Example: with_length_budget("2+2?", 87) ends "87 tokens."."""
+    """Write the budget into the prompt.
+
+    Example: with_length_budget("2+2?", 87) ends with "87 tokens.".
+    """
     return template.format(prompt=prompt, budget=int(budget_tokens))
 
 

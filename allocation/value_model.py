@@ -92,7 +92,8 @@ class InContextValueModel(nn.Module):
         rewards = context_rewards.to(query_emb.dtype)
         hq, hc = self.embed(query_emb), self.embed(context_emb)            # [B, Q|C, H]
         values = self.value_proj(torch.cat([hc, (rewards - 0.5).unsqueeze(-1)], dim=-1))
-        q, k, v = self._split(self.query_proj(hq)), self._split(self.key_proj(hc)), self._split(values)
+        q, k = self._split(self.query_proj(hq)), self._split(self.key_proj(hc))
+        v = self._split(values)
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])           # [B, heads, Q, C]
         scores = scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))
         attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(hq.shape)
@@ -121,7 +122,8 @@ def v0_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25,
     labels = labels.to(logits.dtype)
     valid = torch.ones_like(labels, dtype=torch.bool) if mask is None else mask.bool()
     diff = logits.unsqueeze(-1) - logits.unsqueeze(-2)                     # [..., Q, Q] s_i - s_j
-    pairs = (labels.unsqueeze(-1) > labels.unsqueeze(-2)) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    pairs = labels.unsqueeze(-1) > labels.unsqueeze(-2)
+    pairs = pairs & valid.unsqueeze(-1) & valid.unsqueeze(-2)
     rank = F.softplus(-diff)[pairs].mean() if pairs.any() else logits.new_zeros(())
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")[valid].mean()
     return alpha * rank + (1.0 - alpha) * bce
@@ -216,7 +218,7 @@ def v0_budgets(p_pred: Sequence[float], total_budget: int, n_low: int = 2,
 
 
 def normalise_costs(costs: torch.Tensor | Sequence[float]) -> torch.Tensor:
-    """(c - min c) / (max c - min c); all zeros when every cost is equal. Example: [1, 3] -> [0, 1]."""
+    """(c - min c) / (max c - min c); all zeros when every cost is equal. [1, 3] -> [0, 1]."""
     c = torch.as_tensor(costs, dtype=torch.float32)
     span = c.max() - c.min()
     return torch.zeros_like(c) if span <= 0 else (c - c.min()) / span

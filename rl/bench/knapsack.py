@@ -68,7 +68,8 @@ def main(argv: list[str]) -> int:
     dp_ms = _times_ms(dp, args.dp_repeats)
     rules_ms = _times_ms(rules, args.repeats)
     greedy_budgets, dp_budgets = ours(), dp()
-    obj_greedy, obj_dp = budgets_objective(rates, greedy_budgets), budgets_objective(rates, dp_budgets)
+    obj_greedy = budgets_objective(rates, greedy_budgets)
+    obj_dp = budgets_objective(rates, dp_budgets)
     same = abs(obj_greedy - obj_dp) <= 1e-9 * max(1.0, abs(obj_dp))
     uniform = [args.budget // args.prompts] * args.prompts
     result = {

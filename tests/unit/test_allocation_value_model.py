@@ -30,7 +30,8 @@ def one_thread():
 def test_in_context_model_shapes_batching_and_mask(one_thread):
     model = InContextValueModel(embed_dim=12, hidden_dim=16, num_heads=4).eval()
     g = torch.Generator().manual_seed(1)
-    qe, ce, cr = torch.randn(5, 12, generator=g), torch.randn(7, 12, generator=g), torch.rand(7, generator=g)
+    qe, ce = torch.randn(5, 12, generator=g), torch.randn(7, 12, generator=g)
+    cr = torch.rand(7, generator=g)
     out = model(qe, ce, cr)
     assert out.shape == (5,)
     batched = model(qe.expand(3, -1, -1), ce.expand(3, -1, -1), cr.expand(3, -1))
@@ -72,9 +73,11 @@ def test_v0_loss_by_hand():
     logits, labels = torch.tensor([0.0, 2.0, 2.0]), torch.tensor([0.5, 0.5, 1.0])
     rank = (sp(-(2.0 - 0.0)) + sp(-(2.0 - 2.0))) / 2      # item 2 over items 0 and 1
     bce = (math.log(2) + (0.5 * sp(-2) + 0.5 * sp(2)) + sp(-2)) / 3
-    assert v0_loss(logits, labels, alpha=0.5).item() == pytest.approx(0.5 * rank + 0.5 * bce, abs=1e-6)
+    got = v0_loss(logits, labels, alpha=0.5).item()
+    assert got == pytest.approx(0.5 * rank + 0.5 * bce, abs=1e-6)
     # no pair: pure BCE
-    assert v0_loss(torch.tensor([0.0]), torch.tensor([1.0])).item() == pytest.approx(0.75 * math.log(2))
+    got = v0_loss(torch.tensor([0.0]), torch.tensor([1.0])).item()
+    assert got == pytest.approx(0.75 * math.log(2))
 
 
 def test_v0_loss_pairs_never_cross_contexts():
@@ -136,7 +139,8 @@ def test_v0_budgets_sum_bounds_and_example():
 def test_router_by_hand():
     assert torch.allclose(normalise_costs([1.0, 3.0, 2.0]), torch.tensor([0.0, 1.0, 0.5]))
     assert torch.allclose(normalise_costs([2.0, 2.0]), torch.zeros(2))
-    assert torch.allclose(relabel_rewards(torch.tensor([1.0, 0.0]), 0.5, 0.8), torch.tensor([0.9, 0.1]))
+    relabelled = relabel_rewards(torch.tensor([1.0, 0.0]), 0.5, 0.8)
+    assert torch.allclose(relabelled, torch.tensor([0.9, 0.1]))
     scores = route_scores([[0.9], [0.6]], [1.0, 0.0], 0.5)
     assert torch.allclose(scores, torch.tensor([[0.45], [0.8]]))
     pred = torch.tensor([[0.9, 0.7], [0.6, 0.1]])            # model 0 strong+expensive
@@ -155,7 +159,7 @@ def test_pareto_table():
     assert rows[1]["model_share"] == [0.5, 0.5]
 
 
-# --- training on a synthetic task ------------------------------------------------------------------
+# --- training on a synthetic task ------------------------------------------------------------
 
 DIM = 32
 
@@ -166,7 +170,7 @@ def _policies(g, n):
 
 
 def _contexts(g, prompts, skill, tilt, batch, context_size, query_size):
-    """Contexts and queries of `batch` random policies; success ~ sigmoid(2 (skill - x.(w+tilt)))."""
+    """Contexts and queries of `batch` random policies: p = sigmoid(2 (skill - x.(w + tilt)))."""
     direction = torch.zeros(DIM)
     direction[0] = 1.0
     pol = torch.randint(0, skill.shape[0], (batch,), generator=g)
@@ -182,7 +186,8 @@ def _contexts(g, prompts, skill, tilt, batch, context_size, query_size):
 
 def test_v0_learns_across_policies_and_beats_knn(one_thread):
     g = torch.Generator().manual_seed(0)
-    train_prompts, test_prompts = torch.randn(2000, DIM, generator=g), torch.randn(500, DIM, generator=g)
+    train_prompts = torch.randn(2000, DIM, generator=g)
+    test_prompts = torch.randn(500, DIM, generator=g)
     train_pol, test_pol = _policies(g, 64), _policies(g, 16)            # held-out policies
     model = InContextValueModel(DIM, hidden_dim=64, num_heads=4)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
