@@ -60,6 +60,7 @@ class InContextValueModel(nn.Module):
     from (embedding, reward); a small MLP reads [query, attended context, logit of the context's
     mean reward]. Batched or not: query_emb [(B,) Q, D], context_emb [(B,) C, D],
     context_rewards [(B,) C] in [0, 1], context_mask [(B,) C] bool (True = real) -> [(B,) Q].
+    Weights start from torch's global RNG like any nn.Module: seed at the edge (fork_rng).
     Example: InContextValueModel(32)(torch.randn(5, 32), torch.randn(64, 32), torch.rand(64))
     """
 
