@@ -89,7 +89,7 @@ def _make_pids_cgroup(max_pids: int) -> Path | None:
 def _remove_pids_cgroup(path: Path | None) -> None:
     if path is None:
         return
-    for _ in range(50):
+    for _ in range(500):
         pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
         if not pids:
             break
@@ -98,7 +98,7 @@ def _remove_pids_cgroup(path: Path | None) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        time.sleep(0.02)
+        time.sleep(0.01)
     try:
         path.rmdir()
     except OSError:
@@ -252,11 +252,17 @@ class LocalSandbox:
         self.close()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def _kill_group(proc: subprocess.Popen, patience_s: float = 3.0) -> None:
+    # Repeat: members of a fork bomb may fork between one kill and the next. Reaping the leader
+    # lets killpg report an empty group (a zombie leader keeps the group alive).
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        proc.poll()
+        time.sleep(0.01)
 
 
 def _drain(proc: subprocess.Popen) -> bytes:
