@@ -332,6 +332,20 @@ def _test_file_for(rel: str) -> str:
     return "tests/test_" + rel.rsplit("/", 1)[1]
 
 
+PROBE_TIMEOUT_S = 5.0          # a mutant whose tests hang (e.g. a loop that never ends) is dropped
+_PROBE_CACHE: dict[tuple[str, str, int], dict | None] = {}
+
+
+def _probe_cached(repo: str, rel: str, site: int, make_sandbox, cacheable: bool) -> dict | None:
+    key = (repo, rel, site)
+    if cacheable and key in _PROBE_CACHE:
+        return _PROBE_CACHE[key]
+    row = _probe(repo, rel, site, make_sandbox)
+    if cacheable:
+        _PROBE_CACHE[key] = row
+    return row
+
+
 def _probe(repo: str, rel: str, site: int, make_sandbox) -> dict | None:
     """Run the mutated module's tests; the row fields when the bug is kept, else None."""
     files = {k: (_canonical(v) if k.endswith(".py") and v else v) for k, v in REPOS[repo].items()}
@@ -342,7 +356,7 @@ def _probe(repo: str, rel: str, site: int, make_sandbox) -> dict | None:
     try:
         for path, text in buggy.items():
             sb.write_file(path, text)
-        res = sb.run(f"{probe.test_cmd} {test_file}", timeout_s=30)
+        res = sb.run(f"{probe.test_cmd} {test_file}", timeout_s=PROBE_TIMEOUT_S)
     finally:
         sb.close()
     status = {} if res.timed_out else parse_pytest_log(res.output)
@@ -374,6 +388,7 @@ def generate_tasks(num_tasks: int, seed: int = 0, make_sandbox=None, workers: in
     from concurrent.futures import ThreadPoolExecutor
 
     from envs.coding.sandbox import LocalSandbox
+    cacheable = make_sandbox is None       # same repos + same sandbox -> same outcome per mutant
     make_sandbox = make_sandbox or (lambda task: LocalSandbox.create(timeout_s=30))
     cands = _candidates(seed)
     tasks: list[CodingTask] = []
@@ -382,7 +397,8 @@ def generate_tasks(num_tasks: int, seed: int = 0, make_sandbox=None, workers: in
             if len(tasks) >= num_tasks:
                 break
             chunk = cands[i:i + max(1, workers)]
-            for (repo, _, _), row in zip(chunk, pool.map(lambda c: _probe(*c, make_sandbox), chunk)):
+            for (repo, _, _), row in zip(chunk, pool.map(
+                    lambda c: _probe_cached(*c, make_sandbox, cacheable), chunk)):
                 if row is not None and len(tasks) < num_tasks:
                     tasks.append(CodingTask(instance_id=f"synthetic__{repo}-{len(tasks)}", **row))
     if len(tasks) < num_tasks:

@@ -57,8 +57,8 @@ def oracle_replies(task, explore_turns: int = 1, verify_turns: int = 0, solve: b
     looks = [bash("List the repository.", "ls -R | head -50")]
     looks += [bash(f"Read {f}.", f"cat {f}") for f in files if f.endswith(".py")]
     looks.append(bash("Search for the function.", "grep -rn 'def ' --include=*.py . | head -40"))
-    checks = [bash("Run the visible tests.", "python -m pytest -q -p no:cacheprovider 2>&1 | tail -5"),
-              bash("Review my change.", "git diff"), bash("Check the status.", "git status --short")]
+    checks = [bash("Review my change.", "git diff"), bash("Check the status.", "git status --short"),
+              bash("Look at the changed file again.", "git diff --stat && git log --oneline | head -3")]
     out = [looks[i % len(looks)] for i in range(explore_turns)]
     if not solve:
         return out + [looks[i % len(looks)] for i in range(flail_turns)]
