@@ -86,16 +86,22 @@ class ArithmeticTask(Task):
             raise ValueError("task.digits: each digit count must be in 1..9")
         self.system_prompt = system_prompt
         rng = random.Random(seed)
-        seen, rows = set(), []
-        capacity = sum(len(operations) * (9 * 10 ** (d - 1)) ** 2 for d in set(digits))
-        want = min(train_size + eval_size, capacity)
+        seen, rows, per_class = set(), [], {d: 0 for d in digits}
+        capacity = {d: len(set(operations)) * (9 * 10 ** (d - 1)) ** 2 for d in set(digits)}
+        want = min(train_size + eval_size, sum(capacity.values()))
+        i = 0
         while len(rows) < want:
-            d = digits[len(rows) % len(digits)]  # even mix of digit counts
-            a, b = rng.randint(10 ** (d - 1), 10 ** d - 1), rng.randint(10 ** (d - 1), 10 ** d - 1)
-            op = rng.choice(list(operations))
-            if (a, op, b) in seen:
+            d = digits[i % len(digits)]  # round-robin over digit counts; a full class is skipped
+            i += 1
+            if per_class[d] >= capacity[d]:
                 continue
+            while True:
+                a, b = rng.randint(10 ** (d - 1), 10 ** d - 1), rng.randint(10 ** (d - 1), 10 ** d - 1)
+                op = rng.choice(list(operations))
+                if (a, op, b) not in seen:
+                    break
             seen.add((a, op, b))
+            per_class[d] += 1
             rows.append(Example(key=f"{a}{op}{b}", prompt=prompt_template.format(a=a, op=op, b=b),
                                 answer=str(_OPS[op](a, b)), columns={"digits": d}))
         rng.shuffle(rows)

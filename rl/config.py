@@ -177,6 +177,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return None
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif tp is float and isinstance(value, str) and _is_float(value):
+        return float(value)  # YAML 1.1 reads 3e-6 (no dot) as a string
     elif tp is bool and isinstance(value, bool):
         return value
     elif tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
@@ -184,6 +186,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     elif tp is Any:
         return value
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "infinity")
 
 
 def build(cls: type, data: dict, path: str = "") -> Any:

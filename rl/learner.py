@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algorithms.aggregation import aggregate_loss
+from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import kl_penalty
 from algorithms.losses import clipped_surrogate
 from rl.models import load_model
@@ -118,7 +118,7 @@ class Learner:
 
     def _update(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
-        num_tokens, num_seqs = float(mb.completion_mask.sum()), float(mb.num_samples)
+        num_tokens, num_seqs = loss_normalizers(mb.completion_mask)
         acc: dict[str, float] = {}
         for groups in split_groups(mb.group_ids, self.microbatch_samples):
             micro = mb.select_groups(groups)

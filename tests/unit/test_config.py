@@ -1,0 +1,79 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rl.config import ConfigError, load_config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_defaults_and_sparse_override(tmp_path):
+    cfg = load_config(write(tmp_path, "trainer: {steps: 7}\n"), ["rollout.max_new_tokens=32", "trainer.lr=3e-6"])
+    assert cfg.trainer.steps == 7 and cfg.rollout.max_new_tokens == 32
+    assert cfg.trainer.lr == pytest.approx(3e-6)
+    assert cfg.rollout.samples_per_prompt == 8  # untouched default
+
+
+def test_unknown_key_names_closest(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "trainer: {stpes: 3}\n"))
+    assert "trainer.stpes" in str(e.value) and "trainer.steps" in str(e.value)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="'trainr'.*did you mean 'trainer'"):
+        load_config(write(tmp_path, "trainr: {steps: 3}\n"))
+
+
+def test_wrong_type_names_path_and_type(tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer\.steps: expected int, got 'many'"):
+        load_config(write(tmp_path, "trainer: {steps: many}\n"))
+    with pytest.raises(ConfigError, match=r"rewards\.0\.weight: expected float"):
+        load_config(write(tmp_path, "rewards: [{fn: exact_match, weight: heavy}]\n"))
+    with pytest.raises(ConfigError, match=r"run\.wandb_mode: expected one of"):
+        load_config(write(tmp_path, "run: {wandb_mode: loud}\n"))
+
+
+def test_reward_list_override(tmp_path):
+    cfg = load_config(write(tmp_path, "rewards: [{fn: exact_match}, {fn: format_number_only, weight: 0.1}]\n"),
+                      ["rewards.1.weight=0.5"])
+    assert [r.weight for r in cfg.rewards] == [1.0, 0.5]
+
+
+def test_cross_field_validation(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.prompts_per_step: must be > 0"):
+        load_config(write(tmp_path, "trainer: {prompts_per_step: 0}\n"))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rl.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_typo_exits_2_with_one_line(tmp_path):
+    r = run_cli("train", str(write(tmp_path, "rollout: {max_new_tokenz: 3}\n")))
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "rollout.max_new_tokenz" in lines[0] and "rollout.max_new_tokens" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_missing_reward_module_exits_2(tmp_path):
+    r = run_cli("train", str(write(tmp_path, "rewards: [{fn: no_such_pkg.scores:f}]\n")))
+    assert r.returncode == 2 and "rewards.0.fn" in r.stderr and "no_such_pkg" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_print_config(tmp_path):
+    r = run_cli("train", str(write(tmp_path, "trainer: {steps: 5}\n")), "--print-config")
+    assert r.returncode == 0 and "steps: 5" in r.stdout
+
+
+def test_cli_unknown_algorithm(tmp_path):
+    r = run_cli("train", str(write(tmp_path, "algorithm: {name: grpoo}\n")))
+    assert r.returncode == 2 and "algorithm.name" in r.stderr and "grpo" in r.stderr
