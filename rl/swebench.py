@@ -109,6 +109,16 @@ def build_sandbox_factory(args):
     return lambda task: LocalSandbox.create(timeout_s=args.command_timeout, backend=backend)
 
 
+def check_strategies(specs: list[str], has_calibration: bool) -> None:
+    """Fail before any work: bad syntax, or percentile caps with no calibration to read them from."""
+    for spec in specs:
+        parse_turn_control(spec, [1])
+        if ":p" in spec.lower() or "-p" in spec.lower():
+            if not has_calibration:
+                raise ValueError(f"--turn-control {spec}: percentile caps need --calibrate (an "
+                                 "unlimited run first) or --calibration <calibration.json>")
+
+
 def _slug(strategy: str) -> str:
     return strategy.replace(":", "_").replace("-", "_to_")
 
@@ -185,6 +195,11 @@ def plot_summary(summaries: list[dict], png: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        check_strategies(args.turn_control, has_calibration=args.calibrate or args.calibration is not None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         make_sandbox = build_sandbox_factory(args)
     except SandboxUnavailable as exc:
