@@ -101,6 +101,9 @@ def tiny_llama_config(vocab_size: int):
 def load_model(name: str, dtype: str = "float32", seed: int = 0):
     """Returns a causal LM in eval mode on CPU."""
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per actor per load drowns the run's own progress
 
     torch_dtype = getattr(torch, dtype)
     if name == TINY:
