@@ -101,7 +101,7 @@ def _mountaincar_physics(s, action, xp):
 
 def _pendulum_physics(s, action, xp):
     th, thdot = s
-    u = action[:, 0].clip(-2.0, 2.0)
+    u = action.reshape(-1).clip(-2.0, 2.0)
     angle = ((th + PI) % (2 * PI)) - PI
     cost = angle * angle + 0.1 * thdot * thdot + 0.001 * (u * u)
     new_thdot = (thdot + (3 * 10.0 / 2 * xp.sin(th) + 3.0 * u) * 0.05).clip(-8.0, 8.0)

@@ -57,3 +57,23 @@ class ControlConfig:
     def num_updates(self) -> int:
         n = max(1, self.total_env_steps // self.samples_per_update)
         return min(n, self.max_updates) if self.max_updates > 0 else n
+
+
+def load_control_recipe(path: str) -> tuple[ControlConfig, int, str]:
+    """Recipe YAML (`run: {name, seed}`, `algorithm: {name: control_ppo}`, `control: {...}`) ->
+    (ControlConfig, seed, run name). A stand-in for the toolkit's generic loader, for scripts and
+    tests. Example: cfg, seed, name = load_control_recipe("recipes/ppo_cartpole.yaml")"""
+    import yaml
+
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    algo = (doc.get("algorithm") or {}).get("name", "control_ppo")
+    if algo != "control_ppo":
+        raise ValueError(f"{path}: algorithm.name is {algo!r}, expected 'control_ppo'")
+    valid = set(ControlConfig.__dataclass_fields__)
+    section = doc.get("control") or {}
+    unknown = sorted(set(section) - valid)
+    if unknown:
+        raise ValueError(f"{path}: unknown control keys {unknown}")
+    run = doc.get("run") or {}
+    return ControlConfig(**section), int(run.get("seed", 0)), str(run.get("name", "control"))

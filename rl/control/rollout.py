@@ -19,6 +19,11 @@ import numpy as np
 import torch
 
 
+def to_numpy(x) -> np.ndarray:
+    """Env outputs as numpy (the torch backend returns tensors, possibly on a device)."""
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 class RolloutBuffer:
     def __init__(self, num_steps: int, num_envs: int, obs_dim: int, act_shape: tuple,
                  discrete: bool):
@@ -75,7 +80,7 @@ def collect(env, agent, buf: RolloutBuffer, obs: np.ndarray, tracker: EpisodeTra
     num_steps = buf.obs.shape[0]
     for t in range(num_steps):
         t0 = time.perf_counter()
-        obs_t = torch.as_tensor(np.asarray(obs))
+        obs_t = torch.as_tensor(to_numpy(obs))
         buf.obs[t].copy_(obs_t)
         action, logp, value = agent.act(buf.obs[t])
         buf.actions[t].copy_(action)
@@ -84,7 +89,7 @@ def collect(env, agent, buf: RolloutBuffer, obs: np.ndarray, tracker: EpisodeTra
         t1 = time.perf_counter()
         obs, reward, term, trunc, info = env.step(action.numpy())
         t2 = time.perf_counter()
-        reward, term, trunc = np.asarray(reward), np.asarray(term), np.asarray(trunc)
+        reward, term, trunc = to_numpy(reward), to_numpy(term), to_numpy(trunc)
         buf.rewards[t].copy_(torch.as_tensor(reward))
         buf.terminated[t].copy_(torch.as_tensor(term))
         ended = term | trunc
@@ -92,7 +97,7 @@ def collect(env, agent, buf: RolloutBuffer, obs: np.ndarray, tracker: EpisodeTra
         boot = trunc & ~term
         if boot.any():  # truncation is not termination: bootstrap from the true final obs
             idx = np.flatnonzero(boot)
-            final = np.asarray(info["final_obs"])[idx]
+            final = to_numpy(info["final_obs"])[idx]
             if final.dtype == object:  # SyncVectorEnv keeps one array per env
                 final = np.stack(list(final))
             final = torch.as_tensor(final.astype(np.float32))
@@ -102,7 +107,7 @@ def collect(env, agent, buf: RolloutBuffer, obs: np.ndarray, tracker: EpisodeTra
         env_s += t2 - t1
         infer_s += (t1 - t0) + (t3 - t2)
     t0 = time.perf_counter()
-    last_value = agent.value(torch.as_tensor(np.asarray(obs)))
+    last_value = agent.value(torch.as_tensor(to_numpy(obs)))
     boot = buf.ended & ~buf.terminated
     shifted = torch.cat([buf.values[1:], last_value[None]])
     buf.next_values.copy_(torch.where(boot, buf.next_values, shifted))

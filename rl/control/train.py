@@ -26,7 +26,7 @@ from envs.control.pool import ShardedVectorEnv
 from rl.control.config import ControlConfig
 from rl.control.policy import ActorCritic
 from rl.control.ppo import ewma_update, ppo_update
-from rl.control.rollout import EpisodeTracker, RolloutBuffer, collect
+from rl.control.rollout import EpisodeTracker, RolloutBuffer, collect, to_numpy
 from rl.logging import RunLogger, progress
 
 
@@ -60,12 +60,12 @@ def evaluate(agent: ActorCritic, control: ControlConfig, seed: int) -> dict[str,
     obs, _ = env.reset(seed=seed)
     returns, ret = np.full(n, np.nan), np.zeros(n)
     while np.isnan(returns).any():
-        action = agent.act(torch.as_tensor(np.asarray(obs)), control.eval_deterministic)[0]
+        action = agent.act(torch.as_tensor(to_numpy(obs)), control.eval_deterministic)[0]
         if not agent.discrete:
             action = action.clamp(-2.0, 2.0)
         obs, r, term, trunc, _ = env.step(action.numpy())
-        ret += r
-        first = (term | trunc) & np.isnan(returns)
+        ret += to_numpy(r)
+        first = (to_numpy(term) | to_numpy(trunc)) & np.isnan(returns)
         returns[first] = ret[first]
     env.close()
     return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
