@@ -105,9 +105,14 @@ class ArithmeticTask(Task):
             rows.append(Example(key=f"{a}{op}{b}", prompt=prompt_template.format(a=a, op=op, b=b),
                                 answer=str(_OPS[op](a, b)), columns={"digits": d}))
         rng.shuffle(rows)
-        # rows were drawn round-robin over digit counts, so both splits keep the mix
-        self.eval = rows[:min(eval_size, len(rows) // 2)]
-        self.train = rows[len(self.eval):]
+        # held-out split stratified by digit count (at most half of a small class), so per-digit
+        # accuracy is measured on every class
+        per_eval = {d: min(eval_size // len(set(digits)), per_class[d] // 2) for d in set(digits)}
+        self.eval, self.train = [], []
+        for ex in rows:
+            d = ex.columns["digits"]
+            (self.eval if per_eval[d] > 0 else self.train).append(ex)
+            per_eval[d] -= 1
 
 
 def read_rows(path: str | Path) -> list[dict]:

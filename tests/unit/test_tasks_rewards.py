@@ -13,6 +13,8 @@ def test_arithmetic_splits_disjoint_seeded_and_mixed():
     assert not {e.key for e in t1.train} & {e.key for e in t1.eval}
     counts = {d: sum(e.columns["digits"] == d for e in t1.train + t1.eval) for d in (1, 2, 3)}
     assert counts == {1: 81, 2: 140, 3: 139}  # 1-digit sums run out at 9 x 9; the rest share evenly
+    eval_counts = {d: sum(e.columns["digits"] == d for e in t1.eval) for d in (1, 2, 3)}
+    assert eval_counts == {1: 20, 2: 20, 3: 20}  # stratified held-out split
     ex = t1.train[0]
     a, b = ex.key.split("+")
     assert int(ex.answer) == int(a) + int(b) and f"{a} + {b}" in ex.prompt
@@ -21,6 +23,7 @@ def test_arithmetic_splits_disjoint_seeded_and_mixed():
 def test_one_digit_capacity_is_respected():
     t = ArithmeticTask(digits=[1], train_size=1000, eval_size=10, seed=0)
     assert len(t.train) + len(t.eval) == 81  # 9 x 9 distinct sums
+    assert len(t.eval) == 10
 
 
 def test_sampler_resumes_at_the_same_position():

