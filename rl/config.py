@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from rl.control.config import ControlConfig
+
 
 class ConfigError(ValueError):
     """A recipe problem, reported as one line naming the key."""
@@ -133,6 +135,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only
 
 
 def _type_name(tp: Any) -> str:

@@ -10,3 +10,16 @@ DRIVERS: Registry = Registry("algorithm")
 def grpo(cfg, resume: bool = False, address: str | None = None):
     from rl.trainer import train
     return train(cfg, resume=resume, address=address)
+
+
+@DRIVERS.register("control_ppo")
+def control_ppo(cfg, resume: bool = False, address: str | None = None):
+    from pathlib import Path
+
+    from rl.control.train import train_control
+    if resume:
+        print("rl: control_ppo runs are short and restart from scratch; --resume is ignored")
+    if cfg.control.num_shards > 1:
+        from rl.workers import init_ray
+        init_ray(address)
+    return train_control(cfg.control, cfg.run.seed, Path(cfg.run.output_dir) / cfg.run.name, cfg.run.wandb_mode)
