@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from algorithms.registry import Registry
+from allocation.curriculum import triangular_length_reward
 
 REWARDS: Registry = Registry("reward function")
 RewardFn = Callable[..., list]
@@ -66,6 +67,22 @@ def answer_tag(prompts: list[str], completions: list[str], answer: list[str], **
         m = re.search(r"<answer>(.*?)</answer>", c, re.S)
         out.append(1.0 if m and _same_number(extract_number(m.group(1)), str(a)) else 0.0)
     return out
+
+
+@REWARDS.register("answer_tag_format")
+def answer_tag_format(prompts: list[str], completions: list[str], **_) -> list[float]:
+    """1.0 when the completion contains one <answer>...</answer> block."""
+    return [1.0 if len(re.findall(r"<answer>.*?</answer>", c, re.S)) == 1 else 0.0 for c in completions]
+
+
+@REWARDS.register("length_triangular")
+def length_triangular(prompts: list[str], completions: list[str], completion_tokens: list[int],
+                      length_budget: list[int] | None = None, **_) -> list[float | None]:
+    """Train Long, Think Short's triangular length reward: peaks at the prompt's budget B (tokens),
+    0 at 0 and at 2B. None (not applicable) when the step has no length budget."""
+    if length_budget is None:
+        return [None] * len(completions)
+    return triangular_length_reward(completion_tokens, length_budget).tolist()
 
 
 @REWARDS.register("math_verify")

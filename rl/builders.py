@@ -1,7 +1,10 @@
 """Binds the recipe to objects, in one place (STYLE.md 2): functions below get explicit arguments."""
 from __future__ import annotations
 
+from functools import partial
+
 from algorithms.advantages import ADVANTAGE_ESTIMATORS
+from allocation.curriculum import CurriculumAllocator, linear_budget, n_drop_budget, step_exponential_budget
 from allocation.knapsack import KnapsackAllocator, UniformAllocator
 from envs.tasks import build_task
 from rl.config import Config, ConfigError
@@ -35,7 +38,21 @@ def allocator_from(cfg: Config):
         return UniformAllocator(n)
     if a.name == "knapsack":
         return KnapsackAllocator(n, a.n_low, a.n_up)
-    raise ConfigError(f"allocation.name: unknown allocator {a.name!r}; valid: knapsack, uniform")
+    if a.name == "curriculum":
+        inner = KnapsackAllocator(n, a.n_low, a.n_up) if a.curriculum_samples == "knapsack" else None
+        return CurriculumAllocator(length_schedule(cfg), n, samples_allocator=inner)
+    raise ConfigError(f"allocation.name: unknown allocator {a.name!r}; valid: curriculum, knapsack, uniform")
+
+
+def length_schedule(cfg: Config):
+    a, steps = cfg.allocation, cfg.trainer.steps
+    if a.schedule == "step_exponential":
+        return partial(step_exponential_budget, b0=a.budget_start_tokens, gamma=a.budget_gamma,
+                       period=a.budget_period_steps)
+    if a.schedule == "n_drop":
+        return partial(n_drop_budget, total_steps=steps, b_start=a.budget_start_tokens,
+                       b_end=a.budget_end_tokens, n_drops=a.budget_drops)
+    return partial(linear_budget, total_steps=steps, b_start=a.budget_start_tokens, b_end=a.budget_end_tokens)
 
 
 def loss_settings(cfg: Config) -> LossSettings:

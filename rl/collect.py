@@ -13,6 +13,7 @@ import ray
 import torch
 
 from algorithms.dapo import overlong_penalty
+from allocation.curriculum import with_length_budget
 from allocation.types import Allocation
 from envs.tasks import Example
 from rl.config import Config
@@ -30,8 +31,7 @@ class PromptEncoder:
     def __call__(self, ex: Example, length_budget: int | None = None) -> list[int]:
         key = (ex.key, length_budget)
         if key not in self._cache:
-            text = ex.prompt if length_budget is None else \
-                f"{ex.prompt} Use exactly {length_budget} tokens."
+            text = ex.prompt if length_budget is None else with_length_budget(ex.prompt, length_budget)
             msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + \
                 [{"role": "user", "content": text}]
             enc = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
@@ -76,6 +76,9 @@ def rollout_step(cfg: Config, engines: list, encode: PromptEncoder, examples: li
     columns = {"answer": [examples[g].answer for g in group]}
     for k in {k for ex in examples for k in ex.columns}:
         columns[k] = [examples[g].columns.get(k) for g in group]
+    columns["completion_tokens"] = [len(c.token_ids) for c in completions]
+    if plan.length_budget:
+        columns["length_budget"] = [plan.length_budget[g] for g in group]
     result = score(cfg.rewards, prompts, texts, columns)
     rewards = torch.tensor(result.total, dtype=torch.float32)
     lengths = torch.tensor([len(c.token_ids) for c in completions])
@@ -98,6 +101,8 @@ def rollout_step(cfg: Config, engines: list, encode: PromptEncoder, examples: li
         "tokens_generated": n_tok, "tokens_per_s": n_tok / max(t_gen, 1e-9),
         "time/generate_s": t_gen, "time/reward_s": t_rew,
     }
+    if plan.length_budget:
+        metrics["length_budget_tokens"] = plan.length_budget[0]
     keep = sorted(set(group))
     batch = batch.select_groups(keep)
     return StepData(batch, [examples[g] for g in keep], [per_prompt[g] for g in keep], metrics)

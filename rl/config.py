@@ -110,9 +110,17 @@ class TrainerConfig:
 @dataclass
 class AllocationConfig:
     name: str = "uniform"  # uniform | knapsack | curriculum
-    n_low: int = 2
-    n_up: int = 128
-    success_threshold: float = 0.5  # reward above which a rollout counts as a success
+    n_low: int = 2  # knapsack: fewest rollouts a prompt gets
+    n_up: int = 128  # knapsack: most rollouts a prompt gets
+    success_threshold: float = 0.5  # reward at or above which a rollout counts as a success
+    # curriculum length budgets (Train Long, Think Short): B(t) written into the prompt, cap 2B
+    schedule: Literal["step_exponential", "n_drop", "linear"] = "step_exponential"
+    budget_start_tokens: int = 256
+    budget_end_tokens: int = 87  # n_drop and linear
+    budget_gamma: float = 0.7  # step_exponential: B(t) = B0 * gamma^floor(t / period)
+    budget_period_steps: int = 150
+    budget_drops: int = 3  # n_drop
+    curriculum_samples: Literal["uniform", "knapsack"] = "uniform"  # who sets the sample counts
 
 
 @dataclass

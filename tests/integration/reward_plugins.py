@@ -21,3 +21,8 @@ def hangs_on_second(prompts, completions, answer, **_):
 
 def nan_and_none(prompts, completions, **_):
     return [float("nan"), None, 1.0][: len(completions)]
+
+
+def prompt_dependent_coin(prompts, completions, answer, **_):
+    """Succeeds with probability about 1/k, k = 2 + answer mod 5: prompts differ in difficulty."""
+    return [1.0 if sum(map(ord, c)) % (2 + int(a) % 5) == 0 else 0.0 for c, a in zip(completions, answer)]

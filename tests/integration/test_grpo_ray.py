@@ -74,3 +74,25 @@ def test_run_with_a_raising_reward_completes(ray_local, tmp_path):
     row = read_metrics(tmp_path / "raising" / "metrics.jsonl")[0]
     assert row[f"reward_errors/{PLUGINS}:raises_on_second"] == 0 and row["reward/mean"] >= 0.5
     assert row["reward/std"] > 0
+
+
+def test_knapsack_budgets_vary_group_sizes_through_the_loop(ray_local, tmp_path):
+    cfg = tiny_cfg(tmp_path, "knap", "trainer.steps=6", "eval.before_after=false", "task.train_size=8",
+                   "task.eval_size=4", "allocation.name=knapsack", "allocation.n_low=2", "allocation.n_up=8",
+                   f"rewards.0.fn={PLUGINS}:prompt_dependent_coin")
+    train(cfg)
+    rows = read_metrics(tmp_path / "knap" / "metrics.jsonl")
+    assert rows[0]["budget_min"] == rows[0]["budget_max"] == 4  # epoch 1: no estimates yet, uniform
+    later = [(r["budget_min"], r["budget_max"]) for r in rows[2:]]
+    assert any(lo != hi for lo, hi in later), later  # estimates exist -> unequal groups were trained on
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+
+
+def test_curriculum_writes_budget_and_caps_generation(ray_local, tmp_path):
+    cfg = tiny_cfg(tmp_path, "curr", "trainer.steps=2", "eval.before_after=false", "allocation.name=curriculum",
+                   "allocation.schedule=step_exponential", "allocation.budget_start_tokens=6",
+                   "allocation.budget_gamma=0.5", "allocation.budget_period_steps=1", "rewards.0.fn=length_triangular")
+    train(cfg)
+    rows = read_metrics(tmp_path / "curr" / "metrics.jsonl")
+    assert [r["length_budget_tokens"] for r in rows] == [6, 3]
+    assert rows[0]["response_length/max"] <= 12 and rows[1]["response_length/max"] <= 6
