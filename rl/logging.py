@@ -27,8 +27,9 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        if not resume and self.metrics_path.exists():
-            self.metrics_path.unlink()
+        if not resume:
+            for path in (self.metrics_path, self.run_dir / "rollouts.jsonl"):
+                path.unlink(missing_ok=True)
         self._fh = open(self.metrics_path, "a", buffering=1)
         self._wandb = _start_wandb(self.run_dir, config, wandb_mode, project, group)
 
@@ -41,12 +42,23 @@ class RunLogger:
     def truncate_after(self, step: int) -> None:
         """On resume: drop rows logged after the checkpointed step (they will be produced again)."""
         self._fh.close()
-        rows = read_metrics(self.metrics_path)
-        with open(self.metrics_path, "w") as fh:
-            for r in rows:
-                if r["step"] <= step:
-                    fh.write(json.dumps(r) + "\n")
+        for path in (self.metrics_path, self.rollouts_path):
+            rows = read_metrics(path)
+            with open(path, "w") as fh:
+                for r in rows:
+                    if r["step"] <= step:
+                        fh.write(json.dumps(r) + "\n")
         self._fh = open(self.metrics_path, "a", buffering=1)
+
+    @property
+    def rollouts_path(self) -> Path:
+        return self.run_dir / "rollouts.jsonl"
+
+    def log_rollouts(self, step: int, prompts: list[dict]) -> None:
+        """Per-prompt outcomes of a step ({key, prompt, rewards}); the data V0 and analyses train on."""
+        with open(self.rollouts_path, "a") as fh:
+            for p in prompts:
+                fh.write(json.dumps({"step": step, **p}) + "\n")
 
     def close(self, keys: list[str] | None = None) -> Path | None:
         self._fh.close()

@@ -103,6 +103,8 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
         if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
             metrics.update(run_eval(cfg, engines, encode, task, cfg.run.seed))
         logger.log(step, metrics)
+        logger.log_rollouts(step, [{"key": e.key, "prompt": e.prompt, "rewards": r}
+                                   for e, r in zip(data.examples, data.rewards_per_prompt)])
         if bar is not None:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                             tok_s=f"{metrics['tokens_per_s']:.0f}")

@@ -33,6 +33,8 @@ def test_tiny_run_trains_and_writes_outputs(ray_local, tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert all(r["reward/std"] > 0 and r["grad_norm"] > 0 for r in rows)
     assert (run / "curves.png").stat().st_size > 1000 and (run / "config.yaml").exists()
+    logged = read_metrics(run / "rollouts.jsonl")
+    assert len(logged) == 3 * 4 and all(len(r["rewards"]) == 4 for r in logged)
     assert "before" in summary and "after" in summary
     ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
     trained = torch.load(ckpt / "learner.pt", weights_only=False)["model"]
