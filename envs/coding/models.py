@@ -69,11 +69,13 @@ def oracle_replies(task, explore_turns: int = 1, verify_turns: int = 0, solve: b
 def replay_profile(instance_id: str, seed: int = 0) -> dict:
     """Per-task behaviour of the replayed agent (deterministic in instance_id and seed).
 
-    80% solve after 1-8 exploring turns and 0-8 verifying turns; 20% flail 8-20 turns without a patch.
+    80% solve: 70% of those explore 1-6 turns, 30% explore 7-18 (a long tail that tight caps cut),
+    then apply the fix and verify 0-8 turns. 20% flail 8-20 turns and submit no patch.
     """
     rng = random.Random(f"{seed}:{instance_id}")
     if rng.random() < 0.8:
-        return {"explore_turns": rng.randint(1, 8), "verify_turns": rng.randint(0, 8), "solve": True}
+        explore = rng.randint(1, 6) if rng.random() < 0.7 else rng.randint(7, 18)
+        return {"explore_turns": explore, "verify_turns": rng.randint(0, 8), "solve": True}
     return {"explore_turns": rng.randint(2, 6), "flail_turns": rng.randint(8, 20), "solve": False}
 
 
