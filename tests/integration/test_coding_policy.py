@@ -32,3 +32,15 @@ def test_engine_agent_runs_under_fixed_cap(tiny_engine):
     assert traj.turns[0].input_tokens == prompt_len
     assert 1 <= traj.turns[0].output_tokens <= 8
     assert traj.turns[1].input_tokens > traj.turns[0].input_tokens
+
+
+def test_engine_multiturn_rollout_keeps_ids(tiny_engine):
+    from envs.coding.multiturn import multiturn_rollout
+    engine, tok = tiny_engine
+    task = humaneval_tasks(1)[0]
+    traj = multiturn_rollout(task, engine, tok, parse_turn_control("fixed:2"),
+                             lambda t: LocalSandbox.create(), max_new_tokens=6)
+    assert traj.num_turns == 2 and traj.reward == 0.0
+    start, end = traj.turn_spans[0]
+    assert 1 <= end - start <= 6 and traj.turn_spans[1][0] > end
+    assert len(traj.logprobs) == len(traj.token_ids) and all(lp <= 0 for lp in traj.logprobs)
