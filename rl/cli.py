@@ -4,6 +4,8 @@
   rl eval RECIPE [key=value ...] [--checkpoint DIR]      held-out greedy accuracy (and pass@k)
   rl eval swebench ...                                   coding agents (see `rl eval swebench --help`)
   rl bench NAME [...]                                    benchmarks: grpo-step, knapsack, envs, ...
+  rl value train|eval ...                                V0 state-zero value model from run histories
+  rl route ...                                           route prompts across models by V0 and cost
 
 A broken recipe exits with code 2 and one line naming the key; no traceback.
 """
@@ -40,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*")
     e.add_argument("--checkpoint", default=None, help="a run's checkpoint dir (default: the base model)")
     e.add_argument("--address", default=None)
+    sub.add_parser("value", help="V0 value model: `rl value train|eval --help`")
+    sub.add_parser("route", help="route prompts across models by predicted success and cost (`rl route --help`)")
     b = sub.add_parser("bench", help=f"benchmarks: {', '.join(_bench_names())}")
     b.add_argument("name", choices=_bench_names())
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["eval", "swebench"]:
         return importlib.import_module("rl.swebench").main(argv[2:])
+    if argv[:1] == ["value"]:
+        return importlib.import_module("rl.value").main_value(argv[1:])
+    if argv[:1] == ["route"]:
+        return importlib.import_module("rl.route").main_route(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":
