@@ -10,7 +10,8 @@ seconds, address space and file size, under the strongest isolation this machine
 
 RLIMIT_NPROC is not enforced for root, so fork bombs are stopped by a cgroup-v1 pids group per command
 when root can create one, else by dropping to uid 65534 when the Python interpreter is reachable by
-that user, else only by the timeout (the pid namespace of bwrap/unshare takes every child down). `DockerSandbox` runs the same interface inside an official SWE-bench image and
+that user, else only by the timeout (the pid namespace of bwrap/unshare takes every child down).
+`DockerSandbox` (docker_backend.py) runs the same interface inside an official SWE-bench image and
 raises `SandboxUnavailable` quickly when no docker engine answers.
 
 Example:
@@ -193,7 +194,8 @@ class LocalSandbox:
         keep = {k: os.environ[k] for k in ("LANG", "LC_ALL") if k in os.environ}
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")])
         return {**keep, "PATH": path, "HOME": str(self.tmpdir), "TMPDIR": str(self.tmpdir),
-                "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PAGER": "cat", "GIT_PAGER": "cat",
+                "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                "PAGER": "cat", "GIT_PAGER": "cat",
                 "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
                 "GIT_CONFIG_VALUE_0": "*", "PIP_NO_INPUT": "1"}
 
