@@ -207,6 +207,9 @@ def main(argv: list[str]) -> int:
         return 3
     try:
         tasks = load_task_source(args.tasks, args.seed, args.workers)
+        if args.backend == "local" and any(t.repo_files is None for t in tasks):
+            raise ValueError("these rows carry no repo (official SWE-bench rows): they need "
+                             "--backend docker and the official images")
         model_for, label = build_model_factory(args)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
