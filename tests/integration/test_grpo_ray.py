@@ -98,3 +98,16 @@ def test_curriculum_writes_budget_and_caps_generation(ray_local, tmp_path):
     rows = read_metrics(tmp_path / "curr" / "metrics.jsonl")
     assert [r["length_budget_tokens"] for r in rows] == [6, 3]
     assert rows[0]["response_length/max"] <= 12 and rows[1]["response_length/max"] <= 6
+
+
+def test_dapo_dynamic_sampling_and_overlong_shaping_run(ray_local, tmp_path):
+    cfg = tiny_cfg(tmp_path, "dapo", "trainer.steps=2", "eval.before_after=false",
+                   f"rewards.0.fn={PLUGINS}:prompt_dependent_coin", "algorithm.dynamic_sampling=true",
+                   "algorithm.max_generation_rounds=3", "algorithm.overlong_max_tokens=8",
+                   "algorithm.overlong_cache_tokens=4", "algorithm.advantage=rloo")
+    train(cfg)
+    rows = read_metrics(tmp_path / "dapo" / "metrics.jsonl")
+    for r in rows:
+        assert 1 <= r["generation_rounds"] <= 3 and torch.isfinite(torch.tensor(r["loss"]))
+        # every sample of the random model runs to the 8-token cap = L_max: shaping ((8-4) - 8)/4 = -1
+        assert r["response_length/mean"] == 8 and r["reward/mean"] < 0
