@@ -1,11 +1,10 @@
 """`rl value train|eval`: the shell of V0, the state-zero value model (SPECS §5, issue 4 item 3).
 
-V0 (Zhang et al., 2026) predicts P(success | prompt x, context C_pi) where C_pi = {(x_j, r_j)} are
-prompts a policy pi recently answered with their mean rewards in [0, 1]. Here:
+V0 (Zhang et al., 2026) predicts P(success | x, C_pi), C_pi = {(x_j, r_j)} the prompts a policy
+recently answered with their mean rewards in [0, 1]. Here:
 - a frozen embedder (`PromptEmbedder`): mean of the last hidden layer over the chat-templated
   prompt tokens of the policy's own model (`rl.models.load_policy`) or any HF model / folder;
-- policies from run history: every GRPO run writes `runs/<name>/rollouts.jsonl`
-  ({step, key, prompt, rewards}); a policy = one run over a window of steps [k*W, (k+1)*W);
+- policies from run history (`runs/<name>/rollouts.jsonl`): one run over steps [k*W, (k+1)*W);
 - `InContextValueModel` (allocation/value_model.py) trained across policies with `v0_loss`
   (alpha = 0.25) on held-out prompts of each context; evaluated by intra-policy AUC next to the
   kNN-on-embeddings baseline; saved with torch.save together with the embedder name and dims.
@@ -20,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,8 @@ from typing import Sequence
 
 import torch
 
-from allocation.value_model import InContextValueModel, auc, knn_baseline, v0_loss
+from allocation.value_model import InContextValueModel, auc, intra_policy_auc, knn_baseline, v0_loss
+from rl.models import ModelNotFoundError, load_policy, load_tokenizer, resolve_model_path
 
 FORMAT_VERSION = 1
 
@@ -36,10 +37,17 @@ FORMAT_VERSION = 1
 # Frozen embedder
 
 
+def _bar(total: int, desc: str, show: bool):
+    from rl.logging import progress
+    return progress(total, desc) if show else _NoBar()
+
+
+class _NoBar:
+    update = set_postfix = close = staticmethod(lambda *_, **__: None)
+
+
 def _load_embedding_model(name: str):
     """(model, tokenizer): a causal LM through `load_policy`, else any HF encoder (AutoModel)."""
-    from rl.models import load_policy, load_tokenizer, resolve_model_path
-
     try:
         return load_policy(name)
     except ValueError:  # not a causal LM (e.g. a BERT-style encoder folder)
@@ -75,10 +83,7 @@ class PromptEmbedder:
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], show_progress: bool = False) -> torch.Tensor:
         missing = sorted({p for p in prompts if p not in self._cache}, key=len)
-        bar = None
-        if show_progress and missing:
-            from rl.logging import progress
-            bar = progress(len(missing), f"embed {self.name}")
+        bar = _bar(len(missing), f"embed {self.name}", show_progress and bool(missing))
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start:start + self.batch_size]
             ids = [self._ids(p) for p in chunk]
@@ -90,10 +95,8 @@ class PromptEmbedder:
             pooled = (hidden * weights).sum(1) / weights.sum(1)             # [b, dim]
             for p, e in zip(chunk, pooled.float()):
                 self._cache[p] = e.clone()
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+            bar.update(len(chunk))
+        bar.close()
         if not prompts:
             return torch.zeros(0, self.dim)
         return torch.stack([self._cache[p] for p in prompts])
@@ -135,20 +138,16 @@ def read_outcomes(path: str | Path) -> list[dict]:
     return rows
 
 
-def _normalise(value: float, reward_range: tuple[float, float]) -> float:
-    low, high = reward_range
-    if high <= low:
-        raise ValueError(f"reward range must have high > low, got {reward_range}")
-    return min(1.0, max(0.0, (value - low) / (high - low)))
-
-
 def aggregate(rows: list[dict], reward_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, float]:
     """Mean reward per prompt over all its samples, (r - low) / (high - low) clipped to [0, 1]."""
+    low, high = reward_range
+    if high <= low:
+        raise ValueError(f"reward range must have high > low, got {tuple(reward_range)}")
     sums, counts = defaultdict(float), defaultdict(int)
     for r in rows:
         sums[r["prompt"]] += r["reward_sum"]
         counts[r["prompt"]] += r["count"]
-    return {p: _normalise(sums[p] / counts[p], reward_range) for p in sums}
+    return {p: min(1.0, max(0.0, (sums[p] / counts[p] - low) / (high - low))) for p in sums}
 
 
 def policy_windows(paths: Sequence[str | Path], window_steps: int,
@@ -224,8 +223,7 @@ def _sample_batch(indexed, pool: list[int], contexts_per_batch: int, context_siz
         q = min(query_size, len(idx) // 2)
         c = min(context_size, len(idx) - q)
         parts.append((idx[perm[:q]], rew[perm[:q]], idx[perm[q:q + c]], rew[perm[q:q + c]]))
-    return _pad([p[0] for p in parts]), _pad([p[1] for p in parts]), \
-        _pad([p[2] for p in parts]), _pad([p[3] for p in parts])
+    return tuple(_pad([p[k] for p in parts]) for k in range(4))
 
 
 def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,10 +258,7 @@ def train_value_model(table: torch.Tensor, indexed, train_pool: list[int], allow
         model = InContextValueModel(table.shape[1], hidden_dim, num_heads)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    bar = None
-    if show_progress:
-        from rl.logging import progress
-        bar = progress(steps, "train V0")
+    bar = _bar(steps, "train V0", show_progress)
     losses = []
     for _ in range(steps):
         (qi, qm), (qy, _), (ci, cm), (cr, _) = _sample_batch(indexed, train_pool, contexts_per_batch,
@@ -274,11 +269,9 @@ def train_value_model(table: torch.Tensor, indexed, train_pool: list[int], allow
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-        if bar is not None:
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+        bar.update(1)
+    bar.close()
     return model.eval(), losses
 
 
@@ -291,21 +284,16 @@ def evaluate_episodes(model: InContextValueModel, table: torch.Tensor, episodes:
     Returns {v0_auc, knn_auc, contexts (counted), per_context: [{name, queries, context, positives,
     v0_auc, knn_auc}]}. Example: evaluate_episodes(model, table, eps)["v0_auc"] -> 0.81
     """
-    per = []
+    per, v0s, knns, ys = [], [], [], []
     for ep in episodes:
         qe, ce = table[ep.query_idx], table[ep.context_idx]
-        v0 = model(qe, ce, ep.context_rewards)
-        knn = knn_baseline(qe, ce, ep.context_rewards, k=knn_k)
-        y = (ep.query_labels > threshold).float()
-        per.append({"name": ep.name, "queries": len(y), "context": len(ce), "positives": int(y.sum()),
-                    "v0_auc": auc(v0, y), "knn_auc": auc(knn, y)})
-    scored = [r for r in per if not math.isnan(r["v0_auc"])]
-
-    def mean(key: str) -> float:
-        return sum(r[key] for r in scored) / len(scored) if scored else float("nan")
-
-    return {"v0_auc": mean("v0_auc"), "knn_auc": mean("knn_auc"), "contexts": len(scored),
-            "per_context": per}
+        v0s.append(model(qe, ce, ep.context_rewards))
+        knns.append(knn_baseline(qe, ce, ep.context_rewards, k=knn_k))
+        ys.append((ep.query_labels > threshold).float())
+        per.append({"name": ep.name, "queries": len(ys[-1]), "context": len(ce), "positives": int(ys[-1].sum()),
+                    "v0_auc": auc(v0s[-1], ys[-1]), "knn_auc": auc(knns[-1], ys[-1])})
+    return {"v0_auc": intra_policy_auc(v0s, ys), "knn_auc": intra_policy_auc(knns, ys),
+            "contexts": sum(not math.isnan(r["v0_auc"]) for r in per), "per_context": per}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +328,7 @@ def load_predictor(path: str | Path) -> tuple[InContextValueModel, dict]:
     return model.eval(), {k: v for k, v in blob.items() if k != "state_dict"}
 
 
-_LOADED: dict[tuple, tuple] = {}
+_LOADED: dict[tuple, tuple] = {}  # (path, mtime) -> (model, embedder)
 _EMBEDDERS: dict[tuple, PromptEmbedder] = {}
 
 
@@ -366,8 +354,14 @@ def _predictor(path: str) -> tuple[InContextValueModel, PromptEmbedder]:
 
 
 @torch.no_grad()
-def predict_logits(predictor_path: str, prompts: list[str], context: list[tuple[str, float]]) -> torch.Tensor:
-    """V0 logits [Q] for `prompts` under a context of (prompt, reward in [0, 1]) pairs."""
+def predict_success(predictor_path: str, prompts: list[str], context: list[tuple[str, float]]) -> list[float]:
+    """P(success) per prompt under the policy described by `context` (the trainer's hook).
+
+    p_i = sigmoid(V0(x_i, C)), C = [(prompt, reward in [0, 1])]; feed to
+    KnapsackAllocator.plan(keys, state, predicted_p=p) for the prompts it has not seen (U(B, p)
+    budgets). Predictor and embedder are loaded once per process (and reloaded if the file changes).
+    Example: predict_success("v0.pt", ["What is 7 + 5?"], [("What is 1 + 1?", 1.0)]) -> [0.71]
+    """
     if not context:
         raise ValueError("V0 needs a non-empty context of (prompt, reward) pairs from the policy")
     bad = [r for _, r in context if not 0.0 <= float(r) <= 1.0]
@@ -375,21 +369,10 @@ def predict_logits(predictor_path: str, prompts: list[str], context: list[tuple[
         raise ValueError(f"context rewards must lie in [0, 1] (normalise them first), got e.g. {bad[0]}")
     model, embedder = _predictor(predictor_path)
     if not prompts:
-        return torch.zeros(0)
-    ctx_emb = embedder([p for p, _ in context])
+        return []
     rewards = torch.tensor([float(r) for _, r in context])
-    return model(embedder(prompts), ctx_emb, rewards)
-
-
-def predict_success(predictor_path: str, prompts: list[str], context: list[tuple[str, float]]) -> list[float]:
-    """P(success) per prompt under the policy described by `context` (the trainer's hook).
-
-    p_i = sigmoid(V0(x_i, C)); feed to KnapsackAllocator.plan(keys, state, predicted_p=p) for the
-    prompts it has not seen (U(B, p) budgets). Predictor and embedder are loaded once per process.
-    Example: predict_success("v0.pt", ["What is 7 + 5?"], [("What is 1 + 1?", 1.0)]) -> [0.71]
-    """
-    return [float(x) for x in torch.sigmoid(predict_logits(predictor_path, prompts, context))]
-
+    logits = model(embedder(prompts), embedder([p for p, _ in context]), rewards)
+    return [float(x) for x in torch.sigmoid(logits)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,10 +427,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--heads", type=int, default=4)
     t.add_argument("--val-policies", type=float, default=0.25, help="fraction of policies held out")
     t.add_argument("--heldout-prompts", type=float, default=0.2, help="fraction of prompts never trained on")
-    e = sub.choices["eval"]
-    e.add_argument("--predictor", required=True)
-    e.add_argument("--query-fraction", type=float, default=0.25, help="prompts held out as queries")
-    e.add_argument("--out", default=None, help="JSON file for the metrics")
+    sub.choices["eval"].add_argument("--predictor", required=True)
+    sub.choices["eval"].add_argument("--query-fraction", type=float, default=0.25, help="prompts held out as queries")
+    sub.choices["eval"].add_argument("--out", default=None, help="JSON file for the metrics")
     return p
 
 
@@ -507,12 +489,10 @@ def _eval(a) -> dict:
 
 def main_value(argv: list[str]) -> int:
     """`rl value train ROLLOUTS... --out v0.pt` | `rl value eval ROLLOUTS... --predictor v0.pt`."""
-    from rl.models import ModelNotFoundError
-
     args = _parser().parse_args(argv)
     try:
         (_train if args.cmd == "train" else _eval)(args)
     except (FileNotFoundError, ValueError, ModelNotFoundError) as e:
-        print(f"rl value: error: {e}", file=__import__("sys").stderr)
+        print(f"rl value: error: {e}", file=sys.stderr)
         return 2
     return 0
