@@ -117,9 +117,11 @@ def plot_pareto(result: dict, names: list[str], png_path: Path) -> Path:
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.scatter([r["mean_cost"] for r in rows], [r["accuracy"] for r in rows], c="C0", label="router")
+    labels: dict[tuple, list[str]] = {}  # betas landing on the same point share one label
     for r in rows:
-        ax.annotate(f"β={r['beta']:g}", (r["mean_cost"], r["accuracy"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        labels.setdefault((r["mean_cost"], r["accuracy"]), []).append(f"{r['beta']:g}")
+    for point, betas in labels.items():
+        ax.annotate("β=" + ",".join(betas), point, fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = sorted((r["mean_cost"], r["accuracy"]) for r in rows if r["pareto"])
     ax.plot([f[0] for f in front], [f[1] for f in front], c="C0", alpha=0.6)
     for name, s in zip(names, result["single_model"]):
