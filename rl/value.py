@@ -251,8 +251,9 @@ def train_value_model(table: torch.Tensor, indexed, train_pool: list[int], allow
     policy indices to sample; allowed [U] bool = prompts usable in training (held-out ones False).
     Returns (model in eval mode, losses per step). Deterministic for a seed.
     """
+    train_pool = [k for k in train_pool if int(allowed[indexed[k][0]].sum()) >= 2]  # a query + a context
     if not train_pool:
-        raise ValueError("no training policy: pass more rollouts or a smaller --val-policies")
+        raise ValueError("no training policy with >= 2 usable prompts: pass more rollouts")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = InContextValueModel(table.shape[1], hidden_dim, num_heads)
