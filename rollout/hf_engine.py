@@ -142,14 +142,20 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 def sample(logp: torch.Tensor, top_p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Samples one token per row from log-probs [B, V]; nucleus filtering where top_p < 1."""
+    """Samples one token per row from log-probs [B, V]; nucleus filtering where top_p < 1.
+
+    Inverse-CDF sampling (one uniform per row, a cumsum and a binary search): on CPU it is several
+    times faster than torch.multinomial over a 49k vocabulary, which draws one exponential per token.
+    """
     probs = logp.exp()
     if bool((top_p < 1).any()):
         sorted_p, order = probs.sort(dim=-1, descending=True)
         drop = (sorted_p.cumsum(-1) - sorted_p) > top_p[:, None]
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=gen, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp(max=probs.shape[1] - 1)
 
 
 def hits_stop(tokenizer, token_ids: list[int], stop: list[str]) -> bool:

@@ -155,3 +155,14 @@ def test_weight_buckets_roundtrip_bit_exact(tiny):
 def test_left_pad():
     ids, mask = left_pad([[5, 6], [7]], pad_id=0)
     assert ids.tolist() == [[5, 6], [0, 7]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+def test_inverse_cdf_sampling_matches_the_distribution():
+    from rollout.hf_engine import sample
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3]]).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(0)
+    draws = sample(probs.log(), torch.ones(20000), gen)
+    freq = torch.bincount(draws, minlength=4).float() / 20000
+    assert freq[1] == 0 and torch.allclose(freq, probs[0], atol=0.015)
+    nucleus = sample(probs.log(), torch.full((20000,), 0.65), gen)  # keeps 0.6 and 0.3 (0.6 < 0.65)
+    assert set(nucleus.tolist()) == {2, 3}
