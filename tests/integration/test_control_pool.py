@@ -10,11 +10,9 @@ from envs.control.pool import ShardedVectorEnv, merge_infos, shard_sizes
 
 
 @pytest.fixture(scope="session")
-def control_ray():
-    import ray
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
+def control_ray(ray_local):
+    """The suite's one local Ray instance (tests/conftest.py)."""
+    yield ray_local
 
 
 def test_shard_sizes_and_merge_infos():
