@@ -121,6 +121,10 @@ class AllocationConfig:
     budget_period_steps: int = 150
     budget_drops: int = 3  # n_drop
     curriculum_samples: Literal["uniform", "knapsack"] = "uniform"  # who sets the sample counts
+    # V0 (knapsack only): a predictor from `rl value train`; prompts without history get U(B, p)
+    # budgets from its predicted success, given this run's recent (prompt, reward) pairs as context
+    v0_predictor: str | None = None
+    v0_context_size: int = 256
 
 
 @dataclass
@@ -283,6 +287,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("rollout.temperature: must be > 0 (use a small value for near-greedy)")
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward function is needed")
+    if cfg.allocation.v0_predictor is not None:
+        if cfg.allocation.name != "knapsack":
+            raise ConfigError("allocation.v0_predictor: only the knapsack allocator uses V0 predictions")
+        if not Path(cfg.allocation.v0_predictor).exists():
+            raise ConfigError(f"allocation.v0_predictor: {cfg.allocation.v0_predictor!r} not found "
+                              "(train one with `rl value train runs/<name>/rollouts.jsonl --out v0.pt`)")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -41,16 +41,34 @@ def run_eval(cfg: Config, engines, encode, task, seed: int) -> dict[str, float]:
                     cfg.allocation.success_threshold)
 
 
-def collect(cfg, engines, encode, sampler, allocator, history, step) -> StepData:
+def plan_step(cfg, allocator, history, context: list, examples, step: int):
+    """The allocator's plan; with a V0 predictor, unseen prompts get budgets from predicted success."""
+    keys = [e.key for e in examples]
+    if cfg.allocation.v0_predictor and context:
+        from rl.value import predict_success
+        p = predict_success(cfg.allocation.v0_predictor, [e.prompt for e in examples], context)
+        return allocator.plan(keys, history, step, predicted_p=p)
+    return allocator.plan(keys, history, step)
+
+
+def remember(context: list, data: StepData, size: int) -> None:
+    """Keeps the last `size` (prompt, mean reward in [0, 1]) pairs: V0's picture of the policy."""
+    for ex, rewards in zip(data.examples, data.rewards_per_prompt):
+        context.append((ex.prompt, min(1.0, max(0.0, sum(rewards) / len(rewards)))))
+    del context[:-size]
+
+
+def collect(cfg, engines, encode, sampler, allocator, history, step, context: list) -> StepData:
     """One draw, or DAPO dynamic sampling: redraw until enough groups have unequal rewards."""
     parts, informative = [], 0
     for round_ in range(cfg.algorithm.max_generation_rounds if cfg.algorithm.dynamic_sampling else 1):
         examples = sampler.next(cfg.trainer.prompts_per_step)
-        plan = allocator.plan([e.key for e in examples], history, step)
+        plan = plan_step(cfg, allocator, history, context, examples, step)
         data = rollout_step(cfg, engines, encode, examples, plan, step_seed(cfg.run.seed, step, round_))
         data.metrics.update(allocation_metrics(data.rewards_per_prompt, plan.samples_per_prompt,
                                                cfg.allocation.success_threshold))
         history.update([e.key for e in data.examples], data.rewards_per_prompt, cfg.allocation.success_threshold)
+        remember(context, data, cfg.allocation.v0_context_size)
         if cfg.algorithm.dynamic_sampling:
             keep = informative_group_mask(data.batch.rewards, data.batch.group_ids)
             groups = sorted(set(data.batch.group_ids[keep].tolist()))
@@ -76,10 +94,10 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
     sampler, allocator, history = task.sampler(cfg.run.seed), builders.allocator_from(cfg), KnapsackState()
     adv_fn = builders.advantage_fn(cfg)
     engines, learner = builders.start_workers(cfg, tok.pad_token_id)
-    ckpt, start, summary = Checkpointer(run_dir / "checkpoints", cfg.run.keep_checkpoints), 0, {}
+    ckpt, start, summary, context = Checkpointer(run_dir / "checkpoints", cfg.run.keep_checkpoints), 0, {}, []
     if resume:
         state = ckpt.restore(learner)
-        start, summary = state["next_step"], state["summary"]
+        start, summary, context = state["next_step"], state["summary"], [tuple(c) for c in state["context"]]
         sampler.load_state_dict(state["sampler"])
         history.load_state_dict(state["history"])
     logger = RunLogger(run_dir, to_dict(cfg), cfg.run.wandb_mode, resume=resume)
@@ -92,7 +110,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
     bar = progress(cfg.trainer.steps, f"train {cfg.run.name}", initial=start) if cfg.run.progress_bar else None
     for step in range(start, cfg.trainer.steps):
         t0 = time.time()
-        data = collect(cfg, engines, encode, sampler, allocator, history, step)
+        data = collect(cfg, engines, encode, sampler, allocator, history, step, context)
         advantages = adv_fn(data.batch.rewards, data.batch.group_ids)
         t1 = time.time()
         metrics = ray.get(learner.train_step.remote(data.batch, advantages))
@@ -112,7 +130,8 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
         last = step + 1 == cfg.trainer.steps
         if (cfg.run.checkpoint_every_steps and (step + 1) % cfg.run.checkpoint_every_steps == 0) or last:
             ckpt.save(step, learner, {"next_step": step + 1, "sampler": sampler.state_dict(),
-                                      "history": history.state_dict(), "summary": summary})
+                                      "history": history.state_dict(), "summary": summary,
+                                      "context": context})
     if bar is not None:
         bar.close()
     if cfg.eval.before_after:

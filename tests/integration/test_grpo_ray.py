@@ -111,3 +111,23 @@ def test_dapo_dynamic_sampling_and_overlong_shaping_run(ray_local, tmp_path):
         assert 1 <= r["generation_rounds"] <= 3 and torch.isfinite(torch.tensor(r["loss"]))
         # every sample of the random model runs to the 8-token cap = L_max: shaping ((8-4) - 8)/4 = -1
         assert r["response_length/mean"] == 8 and r["reward/mean"] < 0
+
+
+def test_v0_predictions_set_budgets_for_unseen_prompts(ray_local, tmp_path):
+    import yaml
+
+    from rl.value import main_value
+    from value_synth import write_run
+    runs = [write_run(tmp_path / f"hist{i}" / "rollouts.jsonl", skill, 0.05, steps=10, seed=i)
+            for i, skill in enumerate([0.5, 1.5, 2.5])]
+    (tmp_path / "hist0" / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny-llama"}}))
+    predictor = tmp_path / "v0.pt"
+    assert main_value(["train", *map(str, runs), "--out", str(predictor), "--window-steps", "5",
+                       "--steps", "60", "--seed", "0"]) == 0
+    cfg = tiny_cfg(tmp_path, "v0run", "trainer.steps=2", "eval.before_after=false", "task.digits=[1, 2]",
+                   "task.train_size=40", "allocation.name=knapsack", "allocation.n_low=2", "allocation.n_up=8",
+                   f"allocation.v0_predictor={predictor}", f"rewards.0.fn={PLUGINS}:prompt_dependent_coin")
+    train(cfg)
+    rows = read_metrics(tmp_path / "v0run" / "metrics.jsonl")
+    assert rows[0]["budget_min"] == rows[0]["budget_max"] == 4  # no context yet: uniform
+    assert rows[1]["budget_min"] < rows[1]["budget_max"]  # unseen prompts split by predicted success
