@@ -113,6 +113,7 @@ class ArithmeticTask(Task):
             d = ex.columns["digits"]
             (self.eval if per_eval[d] > 0 else self.train).append(ex)
             per_eval[d] -= 1
+        self.train = self.train[:train_size]  # a small class's leftovers must not grow the train split
 
 
 def read_rows(path: str | Path) -> list[dict]:

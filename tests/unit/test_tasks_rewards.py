@@ -15,6 +15,8 @@ def test_arithmetic_splits_disjoint_seeded_and_mixed():
     assert counts == {1: 81, 2: 140, 3: 139}  # 1-digit sums run out at 9 x 9; the rest share evenly
     eval_counts = {d: sum(e.columns["digits"] == d for e in t1.eval) for d in (1, 2, 3)}
     assert eval_counts == {1: 20, 2: 20, 3: 20}  # stratified held-out split
+    assert len(t1.train) == 300
+    assert len(ArithmeticTask(digits=[1, 2, 3], train_size=64, eval_size=150).train) == 64
     ex = t1.train[0]
     a, b = ex.key.split("+")
     assert int(ex.answer) == int(a) + int(b) and f"{a} + {b}" in ex.prompt
