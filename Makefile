@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/rl bench grpo-step
 	$(BIN)/rl bench knapsack
 	$(BIN)/rl bench envs
+	$(BIN)/rl bench allocation
 
 clean:
 	rm -rf $(VENV) runs
