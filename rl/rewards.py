@@ -1,13 +1,18 @@
 """Reward evaluation as Ray tasks, with timeouts, that never stops the run.
 
 Each reward function is imported by the Ray worker itself from its recipe reference (no closures
-shipped). A batch is first scored in one task per function; if that task raises or times out, the
-batch is re-scored one sample per task so only the offending samples get `on_error`. Raises, NaN,
-non-numbers and timeouts are counted per function in the step metrics.
+shipped), one task per function per batch. Inside the task the batch call runs under a SIGALRM
+deadline of `timeout_s`; if it raises or overruns, the samples are re-scored one at a time (each
+with its own deadline) so only the offending samples get `on_error`. Raises, NaN, non-numbers and
+timeouts are counted per function in the step metrics. A Ray-level backstop catches what a signal
+cannot interrupt (a hang inside C code) and kills the task.
 """
 from __future__ import annotations
 
 import math
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,8 @@ import ray
 
 from envs.rewards import load_reward
 from rl.config import RewardConfig
+
+BACKSTOP_GRACE_S = 60.0  # worker start-up under load; the reward's own deadline is enforced in-task
 
 
 def resolve_spec(spec: str) -> str:
@@ -36,14 +43,55 @@ def check_rewards(cfgs: list[RewardConfig]) -> None:
             raise ConfigError(f"rewards.{i}.fn: {e}") from None
 
 
+class RewardTimeout(Exception):
+    pass
+
+
+def call_with_timeout(fn, timeout_s: float, *args, **kwargs):
+    """Runs fn with a SIGALRM deadline (Ray runs tasks on the worker's main thread), so the clock
+    starts when the reward starts, not when the task was queued behind a starting worker."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args, **kwargs)
+
+    def on_alarm(signum, frame):
+        raise RewardTimeout(f"reward exceeded {timeout_s} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @ray.remote(num_cpus=0.25, max_retries=0)
-def _score_task(spec: str, style: str, prompts: list[str], completions: list[str], columns: dict) -> list:
+def _score_task(spec: str, style: str, prompts: list[str], completions: list[str], columns: dict,
+                timeout_s: float, on_error: float) -> tuple[list, int]:
+    """Scores a batch; if the batch call raises or overruns, scores one sample at a time so only
+    the offending samples get `on_error` (the per-sample pass stops after 3 x timeout_s in all)."""
     fn = load_reward(spec, style)
-    out = fn(prompts, completions, **columns)
-    out = list(out)
-    if len(out) != len(completions):
-        raise ValueError(f"reward {spec!r} returned {len(out)} scores for {len(completions)} samples")
-    return out
+    try:
+        out = list(call_with_timeout(fn, timeout_s, prompts, completions, **columns))
+        if len(out) != len(completions):
+            raise ValueError(f"reward {spec!r} returned {len(out)} scores for {len(completions)} samples")
+        cleaned = [_clean(v, on_error) for v in out]
+        return [v for v, _ in cleaned], sum(e for _, e in cleaned)
+    except Exception:  # noqa: BLE001 - a plug-in may fail in any way; it must not stop the run
+        pass
+    values, n_err, deadline = [], 0, time.monotonic() + 3 * timeout_s
+    for i, (p, o) in enumerate(zip(prompts, completions)):
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise RewardTimeout("per-sample budget spent")
+            v, err = _clean(call_with_timeout(fn, min(timeout_s, left), [p], [o],
+                                              **{k: [v[i]] for k, v in columns.items()})[0], on_error)
+        except Exception:  # noqa: BLE001
+            v, err = on_error, True
+        values.append(v)
+        n_err += err
+    return values, n_err
 
 
 @dataclass
@@ -53,16 +101,24 @@ class RewardResult:
     errors: dict[str, int]  # raised / NaN / timed-out samples per function
 
 
-def score(cfgs: list[RewardConfig], prompts: list[str], completions: list[str], columns: dict) -> RewardResult:
-    per_fn, errors = {}, {}
-    pending = {c.fn: _score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns)
-               for c in cfgs}
+def reward_names(cfgs: list[RewardConfig]) -> list[str]:
+    """Metric names: the recipe reference, suffixed #2, #3 when one function is listed twice."""
+    names, seen = [], {}
     for c in cfgs:
-        values, n_err = _collect(c, pending[c.fn], prompts, completions, columns)
-        per_fn[c.fn], errors[c.fn] = values, n_err
+        seen[c.fn] = seen.get(c.fn, 0) + 1
+        names.append(c.fn if seen[c.fn] == 1 else f"{c.fn}#{seen[c.fn]}")
+    return names
+
+
+def score(cfgs: list[RewardConfig], prompts: list[str], completions: list[str], columns: dict) -> RewardResult:
+    refs = [_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
+                               c.on_error) for c in cfgs]
+    per_fn, errors = {}, {}
+    for name, c, ref in zip(reward_names(cfgs), cfgs, refs):
+        per_fn[name], errors[name] = _collect(c, ref, len(completions))
     total = []
     for i in range(len(completions)):
-        total.append(sum(c.weight * per_fn[c.fn][i] for c in cfgs if per_fn[c.fn][i] is not None))
+        total.append(sum(c.weight * per_fn[n][i] for n, c in zip(per_fn, cfgs) if per_fn[n][i] is not None))
     return RewardResult(total=total, per_fn=per_fn, errors=errors)
 
 
@@ -76,30 +132,11 @@ def _clean(v, on_error: float) -> tuple[float | None, bool]:
     return (on_error, True) if not math.isfinite(f) else (f, False)
 
 
-def _collect(c: RewardConfig, ref, prompts, completions, columns) -> tuple[list, int]:
+def _collect(c: RewardConfig, ref, n: int) -> tuple[list, int]:
+    """The worker enforces timeout_s itself; this backstop (worker start-up, C-level hangs that
+    SIGALRM cannot interrupt) scores the whole batch on_error and kills the task."""
     try:
-        raw = ray.get(ref, timeout=c.timeout_s)
-        cleaned = [_clean(v, c.on_error) for v in raw]
-        return [v for v, _ in cleaned], sum(e for _, e in cleaned)
-    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError):
+        return ray.get(ref, timeout=4 * c.timeout_s + BACKSTOP_GRACE_S)
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError):
         ray.cancel(ref, force=True)
-    # one sample per task: only the samples that misbehave are scored on_error
-    spec = resolve_spec(c.fn)
-    refs = [_score_task.remote(spec, c.style, [p], [o], {k: [v[i]] for k, v in columns.items()})
-            for i, (p, o) in enumerate(zip(prompts, completions))]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=c.timeout_s)
-    ready_set = set(ready)
-    values, n_err = [], 0
-    for r in refs:
-        if r not in ready_set:
-            ray.cancel(r, force=True)
-            values.append(c.on_error)
-            n_err += 1
-            continue
-        try:
-            v, err = _clean(ray.get(r)[0], c.on_error)
-        except ray.exceptions.RayTaskError:
-            v, err = c.on_error, True
-        values.append(v)
-        n_err += err
-    return values, n_err
+        return [c.on_error] * n, n

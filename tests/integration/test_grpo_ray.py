@@ -66,6 +66,9 @@ def test_rewards_that_raise_hang_or_return_nan_are_scored_and_counted(ray_local)
     res = score([nan], ["p"] * 3, ["a", "b", "c"], {"answer": ["1"] * 3})
     assert res.per_fn[nan.fn] == [-0.5, None, 1.0] and res.errors[nan.fn] == 1
     assert res.total == [-0.5, 0.0, 1.0]
+    twice = [RewardConfig(fn=f"{PLUGINS}:text_length", weight=1.0), RewardConfig(fn=f"{PLUGINS}:text_length", weight=2.0)]
+    res = score(twice, ["p"], ["x" * 30], {"answer": ["1"]})
+    assert list(res.per_fn) == [twice[0].fn, twice[0].fn + "#2"] and res.total == [1.5]
 
 
 def test_run_with_a_raising_reward_completes(ray_local, tmp_path):
@@ -104,11 +107,13 @@ def test_dapo_dynamic_sampling_and_overlong_shaping_run(ray_local, tmp_path):
     cfg = tiny_cfg(tmp_path, "dapo", "trainer.steps=2", "eval.before_after=false",
                    f"rewards.0.fn={PLUGINS}:prompt_dependent_coin", "algorithm.dynamic_sampling=true",
                    "algorithm.max_generation_rounds=3", "algorithm.overlong_max_tokens=8",
-                   "algorithm.overlong_cache_tokens=4", "algorithm.advantage=rloo")
+                   "algorithm.overlong_cache_tokens=4", "algorithm.advantage=rloo", "algorithm.kl_coef=0.04",
+                   "algorithm.kl_estimator=k3")
     train(cfg)
     rows = read_metrics(tmp_path / "dapo" / "metrics.jsonl")
     for r in rows:
         assert 1 <= r["generation_rounds"] <= 3 and torch.isfinite(torch.tensor(r["loss"]))
+        assert r["kl_ref"] >= 0  # k3 to the frozen reference is non-negative
         # every sample of the random model runs to the 8-token cap = L_max: shaping ((8-4) - 8)/4 = -1
         assert r["response_length/mean"] == 8 and r["reward/mean"] < 0
 
