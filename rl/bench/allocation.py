@@ -45,17 +45,19 @@ def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
             "curve": [r["effective_gradient_ratio"] for r in rows]}
 
 
-def v0_auc(out_dir: Path) -> dict:
+def v0_auc(out_dir: Path, window_steps: int) -> dict:
+    """V0 trained on the uniform run's history (one policy per epoch), evaluated on the knapsack run's."""
     from rl.value import main_value
     pred = out_dir / "v0.pt"
     hist = out_dir / "uniform" / "rollouts.jsonl"
-    rc = main_value(["train", str(hist), "--out", str(pred), "--window-steps", "8", "--steps", "200",
+    w = str(window_steps)
+    rc = main_value(["train", str(hist), "--out", str(pred), "--window-steps", w, "--steps", "200",
                      "--min-prompts", "8", "--val-policies", "0.34", "--context-size", "48"])
     if rc != 0:
         return {"error": f"rl value train exited {rc}"}
     res = out_dir / "v0_eval.json"
     rc = main_value(["eval", str(out_dir / "knapsack" / "rollouts.jsonl"), "--predictor", str(pred),
-                     "--window-steps", "8", "--min-prompts", "8", "--context-size", "48", "--out", str(res)])
+                     "--window-steps", w, "--min-prompts", "8", "--context-size", "48", "--out", str(res)])
     return json.loads(res.read_text()) if rc == 0 and res.exists() else {"error": f"rl value eval exited {rc}"}
 
 
@@ -90,7 +92,7 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     out_dir, t0 = Path(a.runs_dir), time.time()
     result = {"config": vars(a), "arms": {name: run_arm(name, extra, a, out_dir) for name, extra in ARMS.items()}}
-    result["v0"] = v0_auc(out_dir)
+    result["v0"] = v0_auc(out_dir, a.train_prompts // a.prompts_per_step)
     u, k = result["arms"]["uniform"], result["arms"]["knapsack"]
     later = lambda r: sum(r["effective_gradient_ratio_by_epoch"][1:]) / max(1, a.epochs - 1)  # noqa: E731
     result["effective_gradient_gain_epochs_2plus"] = later(k) / later(u) - 1 if later(u) > 0 else None
