@@ -1,15 +1,16 @@
 """Array-generic dynamics of the four classic-control tasks (numpy arrays or torch tensors).
 
 Each model matches Gymnasium 1.x's single env (same constants, integrator, reward, termination,
-time limit, reset ranges and spaces); state is kept float32 in a [state_dim, num_envs] layout so
-each component is one contiguous row that the step updates in place.
+time limit, reset ranges and spaces); state is kept float32 in a [num_envs, state_dim] layout
+(one env's state contiguous, updated in place); where the observation is the state itself
+(CartPole, MountainCar: `obs_is_state`) the state buffer is the observation, with no copy.
 
     CartPole-v1    Barto, Sutton & Anderson 1983; Euler, tau 0.02, reward 1, 500 steps
     Acrobot-v1     Sutton 1996 ("book" dynamics); one RK4 step of dt 0.2, reward -1, 500 steps
     MountainCar-v0 Moore 1990; reward -1, 200 steps
     Pendulum-v1    reward -(angle^2 + 0.1 thdot^2 + 0.001 u^2), 200 steps, never terminates
 
-`physics(s, action, xp) -> (new_s, reward, terminated)` takes the D state rows (list of [N]) and
+`physics(s, action, xp) -> (new_s, reward, terminated)` takes the D state columns (list of [N]) and
 the batched action as float32 ([N], or [N, 1] for Pendulum); `observe(s, xp) -> list of obs columns`.
 Example: s, r, d = CARTPOLE.physics([np.zeros(3, np.float32)] * 4, np.ones(3, np.float32), np)
 """
@@ -38,6 +39,11 @@ class ControlModel:
     observe: Callable
     single_observation_space: spaces.Space
     single_action_space: spaces.Space
+
+    @property
+    def obs_is_state(self) -> bool:
+        """True where the observation is the raw state (then obs [N, D] can alias the state)."""
+        return self.observe is _identity
 
 
 def _cartpole_physics(s, action, xp):

@@ -12,8 +12,15 @@ All three autoreset modes of Gymnasium 1.x are supported:
 
 Reset states come from a counter-based hash of (seed, global env id, reset count) (rng.py), so
 env i's trajectory under given actions is the same whatever the batch, thread or shard layout;
-`env_id_offset` gives a shard's first global id. With `copy=False` the returned arrays are reused
-buffers (fastest; the caller must copy what it keeps).
+`env_id_offset` gives a shard's first global id.
+
+State is [N, state_dim] float32. Where the observation is the state (CartPole, MountainCar) the
+state buffer is the observation buffer: with `copy=False` the returned obs IS `env.state`, and every
+other returned array (reward, term, trunc, info["final_obs"], ...) is a reused buffer too: fastest,
+the caller must copy what it keeps past the next `step`/`reset`. With `copy=True` (Gymnasium's
+default) each call returns fresh arrays. numba backend threads: `num_threads=None` runs batches
+under PARALLEL_MIN_ENVS on the calling thread and larger ones on all numba threads; an int fixes
+the count (1 = never wake worker threads).
 
 Example: env = CartPoleVectorEnv(num_envs=1024, backend="numba"); obs, _ = env.reset(seed=0)
          obs, rew, term, trunc, info = env.step(env.action_space.sample())
@@ -52,21 +59,32 @@ def numba_available() -> bool:
     return True
 
 
-PARALLEL_MIN_ENVS = 16384  # below this, waking worker threads costs more than the step
+PARALLEL_MIN_ENVS = 32768  # below this, waking worker threads costs more than the step
+
+
+def resolve_threads(num_envs: int, num_threads: int | None) -> int:
+    """Threads the numba kernel uses: num_threads capped at numba's pool size, or (None) 1 below
+    PARALLEL_MIN_ENVS envs and the whole pool from there."""
+    import numba
+    pool = numba.config.NUMBA_NUM_THREADS
+    if num_threads is None:
+        return 1 if num_envs < PARALLEL_MIN_ENVS else pool
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
+    return min(int(num_threads), pool)
 
 
 @contextmanager
-def _numba_threads(num_envs: int):
-    if num_envs >= PARALLEL_MIN_ENVS:
-        yield
-        return
+def _numba_threads(threads: int):
     import numba
     before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    if before != threads:
+        numba.set_num_threads(threads)
     try:
         yield
     finally:
-        numba.set_num_threads(before)
+        if before != threads:
+            numba.set_num_threads(before)
 
 
 class ControlVectorEnv(VectorEnv):
@@ -77,7 +95,7 @@ class ControlVectorEnv(VectorEnv):
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
                  max_episode_steps: int | None = None, device: str = "cpu",
                  env_id_offset: int = 0, copy: bool = True, model: str | None = None,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, num_threads: int | None = None):
         if model is not None:
             self.model = MODELS[model]
         if backend not in BACKENDS:
@@ -97,6 +115,8 @@ class ControlVectorEnv(VectorEnv):
         self.action_space = batch_space(m.single_action_space, self.num_envs)
         self._discrete = not m.name.startswith("Pendulum")
         self._key = None
+        self.num_threads = resolve_threads(self.num_envs, num_threads) \
+            if backend == "numba" else None
         self._alloc(device)
 
     # ---------------------------------------------------------------- buffers
@@ -110,20 +130,21 @@ class ControlVectorEnv(VectorEnv):
             self._low32 = torch.tensor(low, dtype=torch.float32, **kw)
             self._span32 = torch.tensor(span, dtype=torch.float32, **kw)
             z = torch.zeros
-            self.state = z((m.state_dim, n), dtype=torch.float32, **kw)
+            self.state = z((n, m.state_dim), dtype=torch.float32, **kw)
             self.steps = z(n, dtype=torch.int64, **kw)
             self.episodes = z(n, dtype=torch.int64, **kw)
             self.prev_done = z(n, dtype=torch.bool, **kw)
             self._ids = torch.arange(n, dtype=torch.int64, **kw) + self.env_id_offset
-            self._obs = z((n, m.obs_dim), dtype=torch.float32, **kw)
+            self._obs = self.state if m.obs_is_state else z((n, m.obs_dim), dtype=torch.float32,
+                                                            **kw)
             return
         self._xp = np
         self._low32, self._span32 = low.astype(np.float32), span.astype(np.float32)
-        self.state = np.zeros((m.state_dim, n), np.float32)
+        self.state = np.zeros((n, m.state_dim), np.float32)
         self.steps = np.zeros(n, np.int64)
         self.episodes = np.zeros(n, np.int64)
         self.prev_done = np.zeros(n, np.bool_)
-        self._obs = np.zeros((n, m.obs_dim), np.float32)
+        self._obs = self.state if m.obs_is_state else np.zeros((n, m.obs_dim), np.float32)
         if self.backend == "numba":
             self._reward = np.zeros(n, np.float32)
             self._term = np.zeros(n, np.bool_)
@@ -134,6 +155,7 @@ class ControlVectorEnv(VectorEnv):
             self._dummy_f = np.zeros(n, np.float32)
 
     def _out(self, x):
+        """A reused buffer at the API boundary: itself (copy=False) or a fresh copy."""
         if not self.copy:
             return x
         return x.clone() if self.backend == "torch" else x.copy()
@@ -159,8 +181,10 @@ class ControlVectorEnv(VectorEnv):
                 raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
         if self.backend == "numba":
             from envs.control.kernels import reset_kernel
-            reset_kernel(self.model.kind, self.state, self.steps, self.episodes, self.prev_done,
-                         mask, self._obs, self._key, self.env_id_offset, self._low32, self._span32)
+            with _numba_threads(self.num_threads):
+                reset_kernel(self.model.kind, self.state, self.steps, self.episodes,
+                             self.prev_done, mask, self._obs, self.model.obs_is_state, self._key,
+                             self.env_id_offset, self._low32, self._span32)
         else:
             self._reset_where(mask)
             self.prev_done = self.prev_done & ~mask
@@ -176,22 +200,26 @@ class ControlVectorEnv(VectorEnv):
             ids, counters = idx.astype(np.int64) + self.env_id_offset, self.episodes[idx]
             for k in range(m.state_dim):
                 u = uniform01(np, self._key, ids, counters, k)
-                self.state[k, idx] = self._low32[k] + self._span32[k] * u
+                self.state[idx, k] = self._low32[k] + self._span32[k] * u
             self.episodes[idx] += 1
             self.steps[idx] = 0
             return
         for k in range(m.state_dim):  # torch: compute for all, select: no data-dependent shapes
             u = uniform01(xp, self._key, self._ids, self.episodes, k)
-            self.state[k] = xp.where(mask, self._low32[k] + self._span32[k] * u, self.state[k])
+            self.state[:, k] = xp.where(mask, self._low32[k] + self._span32[k] * u,
+                                        self.state[:, k])
         self.episodes += mask.to(xp.int64)
         self.steps.masked_fill_(mask, 0)
 
     def _observe(self):
-        cols = self.model.observe([self.state[k] for k in range(self.model.state_dim)], self._xp)
+        """Observation [N, obs_dim] of the current state (a fresh array)."""
+        cols = self.model.observe([self.state[:, k] for k in range(self.model.state_dim)],
+                                  self._xp)
         return self._xp.stack(cols, 1)
 
     def _write_obs(self) -> None:
-        self._obs = self._observe()
+        if not self.model.obs_is_state:  # else self._obs is self.state, already current
+            self._obs = self._observe()
 
     # ---------------------------------------------------------------- step
     def step(self, actions):
@@ -202,22 +230,31 @@ class ControlVectorEnv(VectorEnv):
         return self._array_step(actions)
 
     def _numba_step(self, actions):
-        from envs.control.kernels import step_kernel
+        from envs.control.kernels import step_kernels
         a = np.asarray(actions)
         if self._discrete:
-            act_i, act_f = a.astype(np.int64, copy=False).reshape(-1), self._dummy_f
+            if a.dtype.kind != "i":  # signed integer actions pass as they are (no conversion)
+                a = a.astype(np.int64)
+            act_i, act_f = a.reshape(-1), self._dummy_f
         else:
             act_i, act_f = self._dummy_i, a.astype(np.float32, copy=False).reshape(-1)
+        if act_i.shape[0] != self.num_envs or act_f.shape[0] != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} actions, got shape {a.shape}")
         mode = _MODE_CODE[self.autoreset_mode]
-        with _numba_threads(self.num_envs):
-            step_kernel(self.model.kind, self.state, self.steps, self.episodes, self.prev_done,
-                        act_i, act_f, self._obs, self._reward, self._term, self._trunc,
-                        self._final_obs, self._has_final, mode, self.max_episode_steps,
-                        self._key, self.env_id_offset, self._low32, self._span32)
+        args = (self.model.kind, self.state, self.steps, self.episodes, self.prev_done, act_i,
+                act_f, self._obs, self.model.obs_is_state, self._reward, self._term, self._trunc,
+                self._final_obs, self._has_final, mode, self.max_episode_steps, self._key,
+                self.env_id_offset, self._low32, self._span32)
+        parallel, serial = step_kernels(self.model.kind)
+        if self.num_threads == 1:
+            serial(*args)
+        else:
+            with _numba_threads(self.num_threads):
+                parallel(*args)
         info: dict[str, Any] = {}
         if mode == 1 and self._has_final.any():
-            has = self._has_final.copy()
-            info = {"final_obs": self._final_obs.copy(), "_final_obs": has,
+            has = self._out(self._has_final)
+            info = {"final_obs": self._out(self._final_obs), "_final_obs": has,
                     "final_info": {}, "_final_info": has}
         return (self._out(self._obs), self._out(self._reward), self._out(self._term),
                 self._out(self._trunc), info)
@@ -228,9 +265,9 @@ class ControlVectorEnv(VectorEnv):
             a = np.asarray(actions).astype(np.float32)
         else:
             a = xp.as_tensor(actions, device=self.state.device).to(xp.float32)
-        new, reward, term = m.physics([self.state[k] for k in range(m.state_dim)], a, xp)
+        new, reward, term = m.physics([self.state[:, k] for k in range(m.state_dim)], a, xp)
         for k in range(m.state_dim):
-            self.state[k] = new[k]
+            self.state[:, k] = new[k]
         self.steps += 1
         trunc = self.steps >= self.max_episode_steps
         reward = reward.astype(np.float32) if xp is np else reward.to(xp.float32)
@@ -249,7 +286,8 @@ class ControlVectorEnv(VectorEnv):
             self._reset_where(done)
         self.prev_done = done
         self._write_obs()
-        return self._obs, reward, term, trunc, info
+        obs = self._out(self._obs) if m.obs_is_state else self._obs  # else already fresh
+        return obs, reward, term, trunc, info
 
 
 class CartPoleVectorEnv(ControlVectorEnv):

@@ -1,7 +1,9 @@
 """`rl bench envs`: classic-control stepping and PPO throughput next to Gymnasium in the same run.
 
 Figures (steps/s), each at N = 1k, 64k, 1M parallel CartPoles (--quick: 1k, 64k):
-    env_only        our numba kernel (and numpy path), random actions, NEXT_STEP autoreset
+    env_only        our numba kernel (and numpy path), random int64 actions, NEXT_STEP autoreset,
+                    copy=False (the returned obs is the state buffer); --env-threads sets the
+                    numba thread count (default: 1 below 32k envs, all cores above)
     gym_vector      Gymnasium's own CartPoleVectorEnv (numpy), same N            -> ratio
     gym_sync        Gymnasium SyncVectorEnv of CartPole-v1 (measured at N = 1k only)
     with_inference  env + 64-64 actor-critic forward + action sampling per step
@@ -36,9 +38,11 @@ def _rate(step, n: int, min_s: float, max_iters: int) -> float:
     return n * iters / (time.perf_counter() - t0)
 
 
-def bench_env_only(n: int, backend: str, min_s: float) -> float:
+def bench_env_only(n: int, backend: str, min_s: float, num_threads: int | None = None) -> float:
+    """Env steps/s of N CartPoles, random int64 actions, copy=False (obs is the state buffer)."""
     from envs.control import CartPoleVectorEnv
-    env = CartPoleVectorEnv(n, backend=backend, copy=False)
+    env = CartPoleVectorEnv(n, backend=backend, copy=False,
+                            num_threads=num_threads if backend == "numba" else None)
     env.reset(seed=0)
     acts = np.random.default_rng(0).integers(0, 2, size=(4, n))
     k = iter(range(1 << 40))
@@ -90,11 +94,18 @@ def bench_with_training(n: int, tmp: pathlib.Path) -> dict[str, float]:
             "num_minibatches": out["ppo/num_minibatches"]}
 
 
+def _numba_pool() -> int:
+    import numba
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rl bench envs", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="N = 1k and 64k only, shorter timings")
     p.add_argument("--out", default="bench/results/envs.json")
     p.add_argument("--cleanrl-steps", type=int, default=0, help="0 = 2048 quick / 16384 full")
+    p.add_argument("--env-threads", type=int, default=0,
+                   help="numba threads for our env-only figure (0 = auto: 1 below 32k envs, all above)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="intra-op threads for ours and the baseline alike (0 = torch default)")
     args = p.parse_args(argv)
@@ -105,10 +116,12 @@ def main(argv: list[str]) -> int:
     tmp = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "rl_bench_envs"
     res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                              "loadavg_start": os.getloadavg()[0], "torch_threads":
-                             torch.get_num_threads()}, "quick": args.quick, "results": {}}
+                             torch.get_num_threads(), "numba_threads": _numba_pool(),
+                             "env_threads": args.env_threads or "auto"},
+           "quick": args.quick, "results": {}}
     for label, n in sizes.items():
         r: dict[str, float] = {"num_envs": n}
-        r["env_only_numba"] = bench_env_only(n, "numba", min_s)
+        r["env_only_numba"] = bench_env_only(n, "numba", min_s, args.env_threads or None)
         r["env_only_numpy"] = bench_env_only(n, "numpy", min_s)
         r["gym_vector"] = bench_gym_vector(n, min_s)
         if n <= 1024:

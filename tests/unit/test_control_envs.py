@@ -22,9 +22,9 @@ def _gym_state(env) -> np.ndarray:
 
 def _set_state(ours: ControlVectorEnv, i: int, state: np.ndarray) -> None:
     if ours.backend == "torch":
-        ours.state[:, i] = torch.as_tensor(state, dtype=torch.float32)
+        ours.state[i] = torch.as_tensor(state, dtype=torch.float32)
     else:
-        ours.state[:, i] = state
+        ours.state[i] = state
 
 
 def _sample(name: str, rng: np.random.Generator):
@@ -130,7 +130,7 @@ def test_reset_states_bitwise_equal_across_backends(name):
     np.testing.assert_allclose(obs[0], obs[1], atol=1e-6)
     np.testing.assert_allclose(obs[0], obs[2], atol=1e-6)
     m = ec.MODELS[name]
-    lo, hi = np.array(m.reset_low, np.float32)[:, None], np.array(m.reset_high, np.float32)[:, None]
+    lo, hi = np.array(m.reset_low, np.float32)[None], np.array(m.reset_high, np.float32)[None]
     assert (states[0] >= lo).all() and (states[0] <= hi).all()
     other = ControlVectorEnv(64, model=name)
     other.reset(seed=10)
