@@ -10,8 +10,9 @@ time limit, reset ranges and spaces); state is kept float32 in a [num_envs, stat
     MountainCar-v0 Moore 1990; reward -1, 200 steps
     Pendulum-v1    reward -(angle^2 + 0.1 thdot^2 + 0.001 u^2), 200 steps, never terminates
 
-`physics(s, action, xp) -> (new_s, reward, terminated)` takes the D state columns (list of [N]) and
-the batched action as float32 ([N], or [N, 1] for Pendulum); `observe(s, xp) -> list of obs columns`.
+`physics(s, action, xp) -> (new_s, reward, terminated)` takes the D state columns (list of [N])
+and the batched action as float32 ([N], or [N, 1] for Pendulum);
+`observe(s, xp) -> list of obs columns`.
 Example: s, r, d = CARTPOLE.physics([np.zeros(3, np.float32)] * 4, np.ones(3, np.float32), np)
 """
 from __future__ import annotations

@@ -105,7 +105,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="bench/results/envs.json")
     p.add_argument("--cleanrl-steps", type=int, default=0, help="0 = 2048 quick / 16384 full")
     p.add_argument("--env-threads", type=int, default=0,
-                   help="numba threads for our env-only figure (0 = auto: 1 below 32k envs, all above)")
+                   help="numba threads for our env-only figure (0 = auto: 1 below 32k envs, "
+                        "all above)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="intra-op threads for ours and the baseline alike (0 = torch default)")
     args = p.parse_args(argv)
