@@ -64,7 +64,8 @@ def loss_settings(cfg: Config) -> LossSettings:
 
 def start_workers(cfg: Config, pad_id: int):
     engines = [RolloutWorker.remote(cfg.rollout.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
-                                    cfg.rollout.share_prefill) for _ in range(cfg.rollout.num_workers)]
+                                    cfg.rollout.share_prefill, engine_kwargs=engine_kwargs(cfg))
+               for _ in range(cfg.rollout.num_workers)]
 
     t = cfg.trainer
     learner = LearnerActor.remote(
@@ -73,6 +74,12 @@ def start_workers(cfg: Config, pad_id: int):
         microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
         loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id)
     return engines, learner
+
+
+def engine_kwargs(cfg: Config) -> dict:
+    """Engine-specific settings; the hf engine ignores those it has no use for."""
+    r = cfg.rollout
+    return {"gpu_memory_utilization": r.gpu_memory_utilization, "tensor_parallel_size": r.tensor_parallel_size}
 
 
 def check_names(cfg: Config) -> None:

@@ -6,6 +6,8 @@
   rl bench NAME [...]                                    benchmarks: grpo-step, knapsack, envs, ...
   rl value train|eval ...                                V0 state-zero value model from run histories
   rl route ...                                           route prompts across models by V0 and cost
+  rl plan CLUSTER.yaml                                   search an execution plan (ReaLHF-style)
+  rl sweep SWEEP.yaml                                    hyper-parameter sweep on Ray Tune
 
 A broken recipe exits with code 2 and one line naming the key; no traceback.
 """
@@ -44,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--address", default=None)
     sub.add_parser("value", help="V0 value model: `rl value train|eval --help`")
     sub.add_parser("route", help="route prompts across models by predicted success and cost (`rl route --help`)")
+    sub.add_parser("plan", help="parameter-reallocation planner for a cluster spec (`rl plan --help`)")
+    sub.add_parser("sweep", help="launch a hyper-parameter sweep on Ray Tune (`rl sweep --help`)")
     b = sub.add_parser("bench", help=f"benchmarks: {', '.join(_bench_names())}")
     b.add_argument("name", choices=_bench_names())
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -58,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module("rl.value").main_value(argv[1:])
     if argv[:1] == ["route"]:
         return importlib.import_module("rl.route").main_route(argv[1:])
+    if argv[:1] == ["plan"]:
+        return importlib.import_module("rl.plan").main_plan(argv[1:])
+    if argv[:1] == ["sweep"]:
+        return importlib.import_module("rl.sweep").main_sweep(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":

@@ -54,6 +54,7 @@ class StepData:
     examples: list[Example]  # one per group, in group order
     rewards_per_prompt: list[list[float]]
     metrics: dict = field(default_factory=dict)
+    texts_per_prompt: list[list[str]] = field(default_factory=list)  # completions, for the rollout log
 
 
 def rollout_step(cfg: Config, engines: list, encode: PromptEncoder, examples: list[Example],
@@ -87,9 +88,10 @@ def rollout_step(cfg: Config, engines: list, encode: PromptEncoder, examples: li
                                              cfg.algorithm.overlong_cache_tokens)
     t_rew = time.time() - t0 - t_gen
     batch = to_batch(requests, completions, group, rewards, pad_id=encode.tok.pad_token_id)
-    per_prompt = [[] for _ in examples]
-    for g, r in zip(group, rewards.tolist()):
+    per_prompt, texts_per = [[] for _ in examples], [[] for _ in examples]
+    for g, r, t in zip(group, rewards.tolist(), texts):
         per_prompt[g].append(r)
+        texts_per[g].append(t)
     n_tok = int(lengths.sum())
     metrics = {
         "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
@@ -105,7 +107,8 @@ def rollout_step(cfg: Config, engines: list, encode: PromptEncoder, examples: li
         metrics["length_budget_tokens"] = plan.length_budget[0]
     keep = sorted(set(group))
     batch = batch.select_groups(keep)
-    return StepData(batch, [examples[g] for g in keep], [per_prompt[g] for g in keep], metrics)
+    return StepData(batch, [examples[g] for g in keep], [per_prompt[g] for g in keep], metrics,
+                    [texts_per[g] for g in keep])
 
 
 def _mean(values: list) -> float:
@@ -163,4 +166,5 @@ def merge(parts: list[StepData], pad_id: int) -> StepData:
         turns=torch.cat([p.batch.turns for p in parts]),
         weight_versions=torch.cat([p.batch.weight_versions for p in parts]))
     return StepData(batch, [e for p in parts for e in p.examples],
-                    [r for p in parts for r in p.rewards_per_prompt], metrics)
+                    [r for p in parts for r in p.rewards_per_prompt], metrics,
+                    [t for p in parts for t in p.texts_per_prompt])

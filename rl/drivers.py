@@ -12,6 +12,18 @@ def grpo(cfg, resume: bool = False, address: str | None = None):
     return train(cfg, resume=resume, address=address)
 
 
+@DRIVERS.register("ppo")
+def ppo(cfg, resume: bool = False, address: str | None = None):
+    from rl.ppo import train_ppo
+    return train_ppo(cfg, resume=resume, address=address)
+
+
+@DRIVERS.register("dpo")
+def dpo(cfg, resume: bool = False, address: str | None = None):
+    from rl.dpo import train_dpo
+    return train_dpo(cfg, resume=resume, address=address)
+
+
 @DRIVERS.register("control_ppo")
 def control_ppo(cfg, resume: bool = False, address: str | None = None):
     from pathlib import Path

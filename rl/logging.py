@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 
+STEP_CALLBACKS: list = []  # fn(step, row) called on every logged step (e.g. a Ray Tune reporter)
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], wandb_mode: str = "auto",
                  project: str = "rl", group: str | None = None, resume: bool = False):
@@ -36,6 +39,8 @@ class RunLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, "time": time.time(), **{k: _num(v) for k, v in metrics.items()}}
         self._fh.write(json.dumps(row) + "\n")
+        for fn in STEP_CALLBACKS:
+            fn(step, row)
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if k != "time"}, step=step)
 

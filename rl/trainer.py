@@ -20,18 +20,12 @@ from rl.evaluate import evaluate
 from rl.logging import RunLogger, progress
 from rl.models import load_tokenizer
 from rl.rewards import check_rewards
+from rl.sync import after_train, before_train, sync_weights
 from rl.workers import init_ray
 
 
 def step_seed(seed: int, step: int, round_: int = 0) -> int:
     return (seed * 1_000_003 + step * 101 + round_) % (2**62)
-
-
-def sync_weights(learner, engines, version: int, bucket_mb: float) -> float:
-    t0 = time.time()
-    buckets = learner.export_weights.remote(int(bucket_mb * 2**20))
-    ray.get([e.update_weights.remote(buckets, version) for e in engines])
-    return time.time() - t0
 
 
 def run_eval(cfg: Config, engines, encode, task, seed: int) -> dict[str, float]:
@@ -73,7 +67,8 @@ def collect(cfg, engines, encode, sampler, allocator, history, step, context: li
             keep = informative_group_mask(data.batch.rewards, data.batch.group_ids)
             groups = sorted(set(data.batch.group_ids[keep].tolist()))
             data = StepData(data.batch.select_groups(groups), [data.examples[g] for g in groups],
-                            [data.rewards_per_prompt[g] for g in groups], data.metrics)
+                            [data.rewards_per_prompt[g] for g in groups], data.metrics,
+                            [data.texts_per_prompt[g] for g in groups])
             informative += len(groups)
         parts.append(data)
         if informative >= cfg.trainer.prompts_per_step:
@@ -103,7 +98,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
     logger = RunLogger(run_dir, to_dict(cfg), cfg.run.wandb_mode, resume=resume)
     if resume:
         logger.truncate_after(start - 1)
-    sync_weights(learner, engines, start, cfg.trainer.sync_bucket_mb)
+    sync_weights(learner, engines, start, cfg.trainer)
     if cfg.eval.before_after and not resume:
         summary["before"] = run_eval(cfg, engines, encode, task, cfg.run.seed)
         print("eval before:", _fmt(summary["before"]), flush=True)
@@ -113,16 +108,19 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
         data = collect(cfg, engines, encode, sampler, allocator, history, step, context)
         advantages = adv_fn(data.batch.rewards, data.batch.group_ids)
         t1 = time.time()
+        before_train(engines, cfg.rollout)
         metrics = ray.get(learner.train_step.remote(data.batch, advantages))
         t_train = time.time() - t1
-        t_sync = sync_weights(learner, engines, step + 1, cfg.trainer.sync_bucket_mb)
-        metrics = {**data.metrics, **metrics, "time/train_s": t_train, "time/sync_s": t_sync,
+        after_train(engines, cfg.rollout)
+        sync = sync_weights(learner, engines, step + 1, cfg.trainer)
+        metrics = {**data.metrics, **metrics, **sync, "time/train_s": t_train,
                    "time/step_s": time.time() - t0, "epoch": sampler.epoch}
         if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
             metrics.update(run_eval(cfg, engines, encode, task, cfg.run.seed))
         logger.log(step, metrics)
-        logger.log_rollouts(step, [{"key": e.key, "prompt": e.prompt, "rewards": r}
-                                   for e, r in zip(data.examples, data.rewards_per_prompt)])
+        logger.log_rollouts(step, [{"key": e.key, "prompt": e.prompt, "rewards": r, "completions": c}
+                                   for e, r, c in zip(data.examples, data.rewards_per_prompt,
+                                                      data.texts_per_prompt or [[]] * len(data.examples))])
         if bar is not None:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                             tok_s=f"{metrics['tokens_per_s']:.0f}")

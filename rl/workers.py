@@ -23,7 +23,7 @@ def local_threads() -> int:
 @ray.remote(num_cpus=0.5, max_restarts=1)
 class RolloutWorker:
     def __init__(self, engine: str, model_name: str, dtype: str = "float32", seed: int = 0,
-                 share_prefill: bool = True, max_batch_samples: int = 256):
+                 share_prefill: bool = True, max_batch_samples: int = 256, engine_kwargs: dict | None = None):
         torch.set_num_threads(local_threads())
         model, tok = load_policy(model_name, dtype, seed=seed)
         self.engine = ENGINES.get(engine)(model, tok, share_prefill=share_prefill,

@@ -1,0 +1,15 @@
+"""The `dpo:` section of a recipe (offline preference optimisation, SPECS.md §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DPOConfig:
+    pairs_path: str | None = None  # JSONL with prompt / chosen / rejected
+    from_rollouts: str | None = None  # or: a GRPO run's rollouts.jsonl -> best vs worst sample per prompt
+    beta: float = 0.1
+    epochs: int = 1
+    pairs_per_step: int = 8
+    max_length_tokens: int = 256
+    eval_fraction: float = 0.1  # held-out pairs for reward accuracy
