@@ -69,7 +69,7 @@ def apply_bucket(params: dict[str, torch.Tensor], bucket: WeightBucket, verify: 
             n = int(np.prod(shape)) if shape else 1
             src = flat[off:off + n]
             dst = params[name]
-            if dst.dtype == torch.bfloat16 and src.dtype == torch.int16:
+            if src.dtype == torch.int16:  # bf16 buckets travel as their int16 bits
                 src = src.view(torch.bfloat16)
             dst.copy_(src.view(shape).to(dst.dtype))
 
