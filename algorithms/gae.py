@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gae"]
+__all__ = ["gae", "token_rewards", "token_gae", "masked_whiten"]
 
 
 def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, ended: Tensor,
@@ -50,3 +50,58 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor
         running = deltas[t] + carry[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+def token_rewards(rewards: Tensor, mask: Tensor, kl: Tensor | None = None, kl_coef: float = 0.0) -> Tensor:
+    """Token-level rewards for LLM PPO (SPECS §2; Ouyang et al. 2022): the outcome reward on the last
+    real token of each completion, minus an optional per-token KL penalty kl_coef * kl_t:
+
+        r_t = -kl_coef * kl_t + [t == last_i] * R_i
+
+    Shapes: rewards [N]; mask [N, T] (1 on real tokens, left-aligned); kl [N, T] or None -> [N, T].
+    Example: token_rewards(tensor([1.]), tensor([[1, 1, 0]])) -> [[0., 1., 0.]]
+    """
+    mask_f = mask.to(torch.float32)
+    out = torch.zeros_like(mask_f)
+    last = (mask.sum(1) - 1).clamp(min=0).long()
+    has_tokens = mask.sum(1) > 0
+    rows = torch.arange(mask.shape[0])[has_tokens]
+    out[rows, last[has_tokens]] = rewards.to(torch.float32)[has_tokens]
+    if kl is not None and kl_coef:
+        out = out - kl_coef * kl.to(torch.float32) * mask_f
+    return out
+
+
+def token_gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
+              lam: float = 0.95) -> tuple[Tensor, Tensor]:
+    """GAE over completion tokens (LLM PPO), built on `gae`: V(s_{t+1}) = values[:, t+1], the episode
+    ends (terminates) on each completion's last real token, padding is zeroed.
+
+    Shapes: rewards, values, mask [N, T] (batch first, like the learner's tensors) -> (advantages,
+    returns) [N, T], zero on padding.
+    Example: token_gae(tensor([[0., 1.]]), tensor([[.5, .5]]), tensor([[1, 1]]), 1., 1.)
+             -> (tensor([[.5, .5]]), tensor([[1., 1.]]))
+    """
+    m = mask.to(values.dtype)
+    v = values * m
+    next_v = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)
+    last = torch.zeros_like(mask, dtype=torch.bool)
+    lengths = mask.sum(1).long()
+    rows = torch.arange(mask.shape[0])[lengths > 0]
+    last[rows, lengths[lengths > 0] - 1] = True
+    ended = last | (m == 0)
+    adv, ret = gae((rewards * m).T, v.T, next_v.T, ended.T, ended.T, gamma, lam)
+    return adv.T * m, ret.T * m
+
+
+def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / (std + eps) over the masked entries (PPO advantage whitening); padding stays 0.
+
+    Shapes: values, mask [N, T] -> [N, T].
+    Example: masked_whiten(tensor([[1., 3., 9.]]), tensor([[1, 1, 0]])) -> [[-1., 1., 0.]]
+    """
+    m = mask.to(values.dtype)
+    n = m.sum().clamp(min=1.0)
+    mean = (values * m).sum() / n
+    var = (((values - mean) * m) ** 2).sum() / n
+    return (values - mean) / (var.sqrt() + eps) * m

@@ -14,13 +14,14 @@ class Checkpointer:
     def __init__(self, root: Path, keep: int = 2):
         self.root, self.keep = Path(root), max(1, keep)
 
-    def save(self, step: int, learner, driver_state: dict) -> Path:
+    def save(self, step: int, learners, driver_state: dict) -> Path:
+        """`learners`: one actor or a list (policy, critic, ...), each with save(dir)/load(dir)."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step-{step:06d}"
         tmp = self.root / f".tmp-step-{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        ray.get(learner.save.remote(str(tmp)))
+        ray.get([a.save.remote(str(tmp)) for a in _as_list(learners)])
         (tmp / "driver.json").write_text(json.dumps(driver_state))
         if final.exists():
             shutil.rmtree(final)
@@ -38,9 +39,13 @@ class Checkpointer:
         found = self.all()
         return found[-1] if found else None
 
-    def restore(self, learner, path: Path | None = None) -> dict:
+    def restore(self, learner, others: list = (), path: Path | None = None) -> dict:
         path = path or self.latest()
         if path is None:
             raise FileNotFoundError(f"no checkpoint under {self.root} to resume from")
-        ray.get(learner.load.remote(str(path)))
+        ray.get([a.load.remote(str(path)) for a in [*_as_list(learner), *others]])
         return json.loads((path / "driver.json").read_text())
+
+
+def _as_list(actors) -> list:
+    return list(actors) if isinstance(actors, (list, tuple)) else [actors]

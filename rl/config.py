@@ -144,7 +144,8 @@ class CriticConfig:
     gamma: float = 1.0
     lam: float = 0.95
     kl_penalty_coef: float = 0.0  # per-token KL to the reference, folded into the token rewards
-    placement: Literal["own_actor", "colocated"] = "own_actor"  # colocated: same actor as the policy
+    whiten_advantages: bool = True  # normalise token advantages over the batch
+    placement: Literal["own_actor", "colocated"] = "own_actor"  # colocated: shares the learner's node and CPUs
 
 
 @dataclass

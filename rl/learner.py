@@ -37,27 +37,41 @@ class LossSettings:
     max_new_tokens: int = 16  # Dr.GRPO's normalising constant
 
 
-def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: torch.Tensor,
-                        completion_mask: torch.Tensor, group_ids: torch.Tensor, temperature: float,
-                        pad_id: int, with_entropy: bool = False):
-    """log pi(y_t | x, y_<t) for every completion token, prompts prefilled once per group.
+def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Tensor,
+                    completion_mask: torch.Tensor, group_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The model's output at the position that PREDICTS each completion token (the state s_t before
+    y_t), prompts prefilled once per group and their KV cache indexed out to the samples.
 
+    `model` is a causal LM (returns logits) or a bare decoder (returns last hidden states: a critic).
     prompt_ids: [num_groups][len]; completion_ids, completion_mask: [S, T]; group_ids: [S] in 0..G-1.
-    Returns logprobs [S, T] (and entropy [S, T], no grad, when asked).
+    Returns [S, T, vocab] logits or [S, T, hidden] states.
     """
     ids, attn = left_pad(prompt_ids, pad_id)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    lm = hasattr(model, "lm_head")
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                **({"logits_to_keep": 1} if lm else {}))
     cache = out.past_key_values
     cache.batch_select_indices(group_ids)
-    first = out.logits[group_ids, -1:, :]  # predicts the first completion token
+    first = (out.logits if lm else out.last_hidden_state)[group_ids, -1:, :]  # predicts the first token
     T = completion_ids.shape[1]
     attn_full = torch.cat([attn[group_ids], completion_mask.to(attn.dtype)], dim=1)
     pos_c = pos[group_ids, -1:] + 1 + torch.arange(T).unsqueeze(0)
     out2 = model(input_ids=completion_ids, attention_mask=attn_full, position_ids=pos_c,
                  past_key_values=cache, use_cache=True)
-    logits = torch.cat([first, out2.logits[:, :-1, :]], dim=1).float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
+    rest = out2.logits if lm else out2.last_hidden_state
+    return torch.cat([first, rest[:, :-1, :]], dim=1)
+
+
+def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: torch.Tensor,
+                        completion_mask: torch.Tensor, group_ids: torch.Tensor, temperature: float,
+                        pad_id: int, with_entropy: bool = False):
+    """log pi(y_t | x, y_<t) for every completion token, prompts prefilled once per group.
+
+    Shapes as `shifted_outputs`. Returns logprobs [S, T] (and entropy [S, T], no grad, when asked).
+    """
+    logits = shifted_outputs(model, prompt_ids, completion_ids, completion_mask, group_ids, pad_id)
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     logp = logp_all.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
     if not with_entropy:
         return logp
@@ -180,6 +194,10 @@ class Learner:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
+
+    def node_id(self) -> str:
+        import ray
+        return ray.get_runtime_context().get_node_id()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

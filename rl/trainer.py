@@ -16,6 +16,7 @@ from rl import builders
 from rl.checkpoint import Checkpointer
 from rl.collect import PromptEncoder, StepData, merge, rollout_step
 from rl.config import Config, to_dict
+from rl.estimators import group_estimator
 from rl.evaluate import evaluate
 from rl.logging import RunLogger, progress
 from rl.models import load_tokenizer
@@ -79,7 +80,8 @@ def collect(cfg, engines, encode, sampler, allocator, history, step, context: li
     return out
 
 
-def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict[str, float]:
+def train(cfg: Config, resume: bool = False, address: str | None = None,
+          estimator_factory=group_estimator) -> dict[str, float]:
     builders.check_names(cfg)
     check_rewards(cfg.rewards)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
@@ -87,11 +89,11 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
     task, tok = builders.task_from(cfg), load_tokenizer(cfg.model.name)
     encode = PromptEncoder(tok, cfg.task.system_prompt)
     sampler, allocator, history = task.sampler(cfg.run.seed), builders.allocator_from(cfg), KnapsackState()
-    adv_fn = builders.advantage_fn(cfg)
     engines, learner = builders.start_workers(cfg, tok.pad_token_id)
+    estimator = estimator_factory(cfg, tok.pad_token_id, learner)
     ckpt, start, summary, context = Checkpointer(run_dir / "checkpoints", cfg.run.keep_checkpoints), 0, {}, []
     if resume:
-        state = ckpt.restore(learner)
+        state = ckpt.restore(learner, estimator.actors)
         start, summary, context = state["next_step"], state["summary"], [tuple(c) for c in state["context"]]
         sampler.load_state_dict(state["sampler"])
         history.load_state_dict(state["history"])
@@ -106,10 +108,12 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
     for step in range(start, cfg.trainer.steps):
         t0 = time.time()
         data = collect(cfg, engines, encode, sampler, allocator, history, step, context)
-        advantages = adv_fn(data.batch.rewards, data.batch.group_ids)
         t1 = time.time()
+        advantages, adv_metrics = estimator.advantages(data.batch)
         before_train(engines, cfg.rollout)
-        metrics = ray.get(learner.train_step.remote(data.batch, advantages))
+        pending = estimator.update(data.batch)  # e.g. the critic trains while the policy does
+        metrics = {**ray.get(learner.train_step.remote(data.batch, advantages)), **adv_metrics,
+                   **estimator.collect(pending)}
         t_train = time.time() - t1
         after_train(engines, cfg.rollout)
         sync = sync_weights(learner, engines, step + 1, cfg.trainer)
@@ -127,7 +131,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None) -> dict
             bar.update(1)
         last = step + 1 == cfg.trainer.steps
         if (cfg.run.checkpoint_every_steps and (step + 1) % cfg.run.checkpoint_every_steps == 0) or last:
-            ckpt.save(step, learner, {"next_step": step + 1, "sampler": sampler.state_dict(),
+            ckpt.save(step, [learner, *estimator.actors], {"next_step": step + 1, "sampler": sampler.state_dict(),
                                       "history": history.state_dict(), "summary": summary,
                                       "context": context})
     if bar is not None:

@@ -47,6 +47,7 @@ class RolloutBatch:
             completion_ids=self.completion_ids[idx], completion_mask=self.completion_mask[idx],
             logprobs=self.logprobs[idx],
             group_ids=torch.tensor([remap[g] for g in self.group_ids[idx].tolist()], dtype=torch.long),
-            rewards=self.rewards[idx], finish_reasons=[self.finish_reasons[i] for i in rows],
+            rewards=self.rewards[idx],
+            finish_reasons=[self.finish_reasons[i] for i in rows] if self.finish_reasons else [],
             turns=None if self.turns is None else self.turns[idx],
             weight_versions=None if self.weight_versions is None else self.weight_versions[idx])

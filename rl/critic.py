@@ -1,0 +1,137 @@
+"""LLM PPO's critic and reference: a value head on a decoder, and a frozen policy copy for the KL penalty.
+
+The critic is the policy's architecture (or any HF causal LM, `critic.model`) without its LM head,
+plus a scalar head initialised to zero: V(s_t) is read from the hidden state that predicts token
+t, so values line up with the learner's log-probs ([S, T], one per completion token). It trains
+with the clipped value loss of algorithms/losses.py, aggregated like the policy loss, with the same
+shared-prefix forward and micro-batch accumulation as the policy learner.
+
+Runs in-process (tests) or as Ray actors (`CriticActor`, `ReferenceActor`).
+Example: c = Critic("tiny-llama"); v = c.values(batch); c.train_step(batch, v, returns)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+import torch
+
+from algorithms.aggregation import aggregate_loss, loss_normalizers
+from algorithms.losses import value_loss
+from rl.learner import completion_logprobs, shifted_outputs, split_groups
+from rl.models import load_model
+from rl.types import RolloutBatch
+
+
+class ValueModel(torch.nn.Module):
+    """A decoder backbone + Linear(hidden, 1). forward() is the backbone's, so `shifted_outputs`
+    treats it as a bare decoder; `head` maps its states to values."""
+
+    def __init__(self, causal_lm):
+        super().__init__()
+        self.backbone = causal_lm.model
+        self.head = torch.nn.Linear(causal_lm.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, **kwargs):
+        return self.backbone(**kwargs)
+
+
+def completion_values(model: ValueModel, batch: RolloutBatch, pad_id: int) -> torch.Tensor:
+    """V(s_t) for every completion token: [S, T] (zero on padding)."""
+    states = shifted_outputs(model, batch.prompt_ids, batch.completion_ids, batch.completion_mask,
+                             batch.group_ids, pad_id)
+    return model.head(states).squeeze(-1).float() * batch.completion_mask
+
+
+class Critic:
+    def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-5,
+                 weight_decay: float = 0.0, max_grad_norm: float = 1.0, value_clip: float | None = 0.2,
+                 value_loss_coef: float = 1.0, minibatch_samples: int = 64, microbatch_samples: int = 16,
+                 updates_per_batch: int = 1, loss_aggregation: str = "token-mean", max_new_tokens: int = 16,
+                 num_threads: int | None = None, pad_id: int = 2):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        torch.manual_seed(seed)
+        self.model = ValueModel(load_model(model_name, dtype, seed=seed)).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.max_grad_norm, self.value_clip, self.coef = max_grad_norm, value_clip, value_loss_coef
+        self.minibatch_samples, self.microbatch_samples = minibatch_samples, microbatch_samples
+        self.updates_per_batch, self.pad_id = updates_per_batch, pad_id
+        self.loss_aggregation, self.max_new_tokens = loss_aggregation, max_new_tokens
+
+    @torch.no_grad()
+    def values(self, batch: RolloutBatch) -> torch.Tensor:
+        out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
+        for groups in split_groups(batch.group_ids, self.microbatch_samples):
+            rows = torch.isin(batch.group_ids, torch.tensor(groups))
+            out[rows] = completion_values(self.model, batch.select_groups(groups), self.pad_id)
+        return out
+
+    def train_step(self, batch: RolloutBatch, old_values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        """Clipped value regression onto the GAE returns; minibatches by prompt group."""
+        sums: dict[str, float] = {}
+        n_updates = 0
+        for _ in range(self.updates_per_batch):
+            for groups in split_groups(batch.group_ids, self.minibatch_samples):
+                rows = torch.isin(batch.group_ids, torch.tensor(groups))
+                m = self._update(batch.select_groups(groups), old_values[rows], returns[rows])
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_updates += 1
+        return {k: v / n_updates for k, v in sums.items()}
+
+    def _update(self, mb: RolloutBatch, old_values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        self.opt.zero_grad(set_to_none=True)
+        num_tokens, num_seqs = loss_normalizers(mb.completion_mask)
+        acc = {"value_loss": 0.0, "value_clip_frac": 0.0}
+        for groups in split_groups(mb.group_ids, self.microbatch_samples):
+            rows = torch.isin(mb.group_ids, torch.tensor(groups))
+            micro = mb.select_groups(groups)
+            mask = micro.completion_mask.float()
+            v = completion_values(self.model, micro, self.pad_id)
+            per_tok = value_loss(v, old_values[rows], returns[rows], self.value_clip)
+            loss = self.coef * aggregate_loss(per_tok, mask, self.loss_aggregation, max_len=self.max_new_tokens,
+                                              num_tokens=num_tokens, num_seqs=num_seqs)
+            loss.backward()
+            acc["value_loss"] += float(loss.detach())
+            if self.value_clip is not None:
+                clipped = (v.detach() - old_values[rows]).abs() > self.value_clip
+                acc["value_clip_frac"] += float((clipped.float() * mask).sum()) / num_tokens
+        acc["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        self.opt.step()
+        return acc
+
+    def save(self, path: str) -> None:
+        torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}, Path(path) / "critic.pt")
+
+    def load(self, path: str) -> None:
+        state = torch.load(Path(path) / "critic.pt", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+class Reference:
+    """The frozen initial policy: log pi_ref(y_t | ...) for the per-token KL penalty."""
+
+    def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, temperature: float = 1.0,
+                 microbatch_samples: int = 16, num_threads: int | None = None, pad_id: int = 2):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.model = load_model(model_name, dtype, seed=seed)
+        self.temperature, self.microbatch_samples, self.pad_id = temperature, microbatch_samples, pad_id
+
+    @torch.no_grad()
+    def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
+        for groups in split_groups(batch.group_ids, self.microbatch_samples):
+            rows = torch.isin(batch.group_ids, torch.tensor(groups))
+            mb = batch.select_groups(groups)
+            out[rows] = completion_logprobs(self.model, mb.prompt_ids, mb.completion_ids, mb.completion_mask,
+                                            mb.group_ids, self.temperature, self.pad_id) * mb.completion_mask
+        return out
+
+
+CriticActor = ray.remote(num_cpus=0.5, max_restarts=0)(Critic)
+ReferenceActor = ray.remote(num_cpus=0.25, max_restarts=0)(Reference)
