@@ -83,7 +83,7 @@ class RolloutConfig:
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "grpo"  # driver: grpo | ppo | dpo | control_ppo
+    name: str = "grpo"  # driver: grpo | ppo | dpo | coding_grpo | control_ppo
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
     loss_aggregation: str = "token-mean"
     eps_low: float = 0.2
@@ -149,6 +149,17 @@ class CriticConfig:
 
 
 @dataclass
+class CodingConfig:
+    """Multi-turn RL on the coding env (`algorithm.name: coding_grpo`): each prompt is a task, each
+    sample an episode of bash turns; reward = resolved; turn budget from the turn-control spec."""
+    tasks: str = "generator:8"  # tasks.jsonl | generator:N (injected-bug repos) | humaneval:N
+    turn_control: str = "fixed:4"  # unlimited | fixed:N | dynamic:X-Y (numbers; percentiles need a calibration)
+    hard_turn_limit: int = 8  # safety stop per episode
+    max_new_tokens_per_turn: int = 128
+    command_timeout_s: float = 20.0
+
+
+@dataclass
 class EvalConfig:
     every_steps: int = 0  # 0: only before and after training
     num_prompts: int = 200
@@ -171,6 +182,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only
     critic: CriticConfig = field(default_factory=CriticConfig)  # LLM PPO only
     dpo: DPOConfig = field(default_factory=DPOConfig)  # DPO only
+    coding: CodingConfig = field(default_factory=CodingConfig)  # multi-turn coding RL only
 
 
 def _type_name(tp: Any) -> str:

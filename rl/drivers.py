@@ -24,6 +24,12 @@ def dpo(cfg, resume: bool = False, address: str | None = None):
     return train_dpo(cfg, resume=resume, address=address)
 
 
+@DRIVERS.register("coding_grpo")
+def coding_grpo(cfg, resume: bool = False, address: str | None = None):
+    from rl.coding_rl import train_coding
+    return train_coding(cfg, resume=resume, address=address)
+
+
 @DRIVERS.register("control_ppo")
 def control_ppo(cfg, resume: bool = False, address: str | None = None):
     from pathlib import Path

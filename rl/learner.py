@@ -132,7 +132,7 @@ class Learner:
 
     def _update(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
-        num_tokens, num_seqs = loss_normalizers(mb.completion_mask)
+        num_tokens, num_seqs = loss_normalizers(mb.train_mask)
         acc: dict[str, float] = {}
         for groups in split_groups(mb.group_ids, self.microbatch_samples):
             micro = mb.select_groups(groups)
@@ -149,7 +149,7 @@ class Learner:
 
     def _loss(self, micro: RolloutBatch, adv: torch.Tensor, num_tokens: float, num_seqs: float):
         L = self.loss
-        mask = micro.completion_mask.float()
+        mask = micro.train_mask.float()
         logp, entropy = completion_logprobs(self.model, micro.prompt_ids, micro.completion_ids,
                                             micro.completion_mask, micro.group_ids, L.temperature,
                                             self.pad_id, with_entropy=True)

@@ -19,6 +19,8 @@ class RolloutBatch:
     finish_reasons: "stop" | "length" per sample
     turns: model calls per sample (1 for single-turn tasks)                     # [num_samples]
     weight_versions: engine weight version each sample was drawn with          # [num_samples]
+    loss_mask: 1 on tokens the policy sampled (multi-turn: environment tokens   # [num_samples, max_len]
+               are attended to but not trained on); None = completion_mask
     """
     prompt_ids: list[list[int]]
     completion_ids: torch.Tensor
@@ -29,10 +31,16 @@ class RolloutBatch:
     finish_reasons: list[str] = field(default_factory=list)
     turns: torch.Tensor | None = None
     weight_versions: torch.Tensor | None = None
+    loss_mask: torch.Tensor | None = None
 
     @property
     def num_samples(self) -> int:
         return int(self.completion_ids.shape[0])
+
+    @property
+    def train_mask(self) -> torch.Tensor:
+        """Where the loss applies: `loss_mask` when set, else every completion token."""
+        return self.completion_mask if self.loss_mask is None else self.loss_mask
 
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(1)
@@ -50,4 +58,5 @@ class RolloutBatch:
             rewards=self.rewards[idx],
             finish_reasons=[self.finish_reasons[i] for i in rows] if self.finish_reasons else [],
             turns=None if self.turns is None else self.turns[idx],
-            weight_versions=None if self.weight_versions is None else self.weight_versions[idx])
+            weight_versions=None if self.weight_versions is None else self.weight_versions[idx],
+            loss_mask=None if self.loss_mask is None else self.loss_mask[idx])
