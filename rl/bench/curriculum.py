@@ -1,0 +1,92 @@
+"""`rl bench curriculum`: a shrinking length budget vs a fixed final budget on SmolLM2 (SPECS §6).
+
+Both arms run recipes/grpo_curriculum_arith.yaml (answer-tag format; reward 0.6 correct + 0.3
+triangular length + 0.1 format) with the same seed and steps. `curriculum`: B(t) = B0 * gamma^floor(t/T)
+(48 -> 33 -> 23 -> 16 by default); `fixed`: the final budget from step 0. Reported per budget phase:
+mean response length and correctness (the answer_tag reward), and held-out greedy accuracy after.
+Writes bench/results/curriculum.json and .png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
+    from rl.config import load_config
+    from rl.logging import read_metrics
+    from rl.trainer import train
+    cfg = load_config("recipes/grpo_curriculum_arith.yaml", [
+        f"run.name={name}", f"run.output_dir={out_dir}", "run.wandb_mode=disabled", f"run.seed={a.seed}",
+        "run.checkpoint_every_steps=0", f"trainer.steps={a.steps}", f"trainer.prompts_per_step={a.prompts_per_step}",
+        f"trainer.minibatch_samples={8 * a.prompts_per_step}", f"trainer.microbatch_samples={8 * a.prompts_per_step}",
+        f"eval.num_prompts={a.eval_prompts}", f"allocation.budget_period_steps={a.period}",
+        f"allocation.budget_start_tokens={a.b0}", *extra])
+    summary = train(cfg)
+    rows = read_metrics(out_dir / name / "metrics.jsonl")
+    phases: dict[int, list[dict]] = {}
+    for r in rows:
+        phases.setdefault(int(r["length_budget_tokens"]), []).append(r)
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    return {"by_budget": [{"budget_tokens": b, "steps": len(rs),
+                           "response_length_mean": mean(rs, "response_length/mean"),
+                           "correct_mean": mean(rs, "reward/answer_tag")} for b, rs in phases.items()],
+            "length_curve": [r["response_length/mean"] for r in rows],
+            "budget_curve": [r["length_budget_tokens"] for r in rows],
+            "correct_curve": [r["reward/answer_tag"] for r in rows],
+            "eval_before": summary.get("before", {}), "eval_after": summary.get("after", {})}
+
+
+def plot(result: dict, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
+    for arm, r in result["arms"].items():
+        line, = ax[0].plot(r["length_curve"], label=f"{arm}: response length")
+        ax[0].plot(r["budget_curve"], "--", color=line.get_color(), label=f"{arm}: budget B(t)")
+        ax[1].plot(r["correct_curve"], label=arm)
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("tokens")
+    ax[0].legend(fontsize=7)
+    ax[1].set_title("correct (answer_tag reward) per step")
+    ax[1].set_xlabel("step")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rl bench curriculum", description=__doc__)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--period", type=int, default=5, help="T: steps per budget level")
+    p.add_argument("--b0", type=int, default=48, help="starting budget in tokens")
+    p.add_argument("--gamma", type=float, default=0.7)
+    p.add_argument("--prompts-per-step", type=int, default=4)
+    p.add_argument("--eval-prompts", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs-dir", default="runs/curriculum_study")
+    p.add_argument("--out", default="bench/results/curriculum.json")
+    a = p.parse_args(argv)
+    final = max(1, int(a.b0 * a.gamma ** ((a.steps - 1) // a.period)))
+    arms = {"curriculum": [f"allocation.budget_gamma={a.gamma}"],
+            "fixed": ["allocation.schedule=linear", f"allocation.budget_start_tokens={final}",
+                      f"allocation.budget_end_tokens={final}"]}
+    out_dir, t0 = Path(a.runs_dir), time.time()
+    result = {"config": vars(a), "final_budget_tokens": final,
+              "arms": {name: run_arm(name, extra, a, out_dir) for name, extra in arms.items()}}
+    result["wall_s"] = time.time() - t0
+    print(f"{'arm':11s} {'budget':>6s} {'steps':>5s} {'resp len':>8s} {'correct':>7s}")
+    for arm, r in result["arms"].items():
+        for ph in r["by_budget"]:
+            print(f"{arm:11s} {ph['budget_tokens']:6d} {ph['steps']:5d} {ph['response_length_mean']:8.1f} "
+                  f"{ph['correct_mean']:7.3f}")
+        print(f"{arm:11s} held-out greedy accuracy {r['eval_before'].get('eval/greedy_accuracy', float('nan')):.3f}"
+              f" -> {r['eval_after'].get('eval/greedy_accuracy', float('nan')):.3f}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    plot(result, Path(a.out).with_suffix(".png"))
+    return 0
