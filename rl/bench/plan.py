@@ -1,0 +1,136 @@
+"""`rl bench plan`: calibrate the planner's cost model on this CPU, then plan the cluster specs.
+
+1. Measure forward (inference), train (forward + backward + AdamW step) and greedy generate of
+   tiny-llama and SmolLM2-135M (fp32, small batches; min of `--repeats` after a warm-up).
+2. Fit compute_efficiency, memory_efficiency, overhead_us_per_layer of recipes/clusters/cpu-2core.yaml
+   to them; print every measurement, the model's estimate and the relative error.
+3. Hold-out: predict the measured SmolLM2 GRPO step of bench/results/grpo_step.json (64 samples,
+   16 new tokens: generate + one inference pass for the old log-probs + one train step).
+4. `rl plan` on the 8-, 64- and 128-GPU specs. Writes bench/results/plan.json.
+
+Example: nice -n 10 rl bench plan --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from rollout.realloc.calibrate import fit_hardware, predict
+from rollout.realloc.cluster import load_cluster_spec
+from rollout.realloc.cost_model import Call, LlamaShape
+
+SPECS = ["recipes/clusters/llama7b-8gpu.yaml", "recipes/clusters/llama70b-7b-64gpu.yaml",
+         "recipes/clusters/llama70b-128gpu.yaml"]
+BATCH, PROMPT, NEW = 4, 32, 16
+GRPO_PROMPT_TOKENS = 40  # chat-templated arithmetic prompt of the grpo-step bench
+
+
+def shape_of(model) -> LlamaShape:
+    c = model.config
+    return LlamaShape(c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+                      c.num_key_value_heads, c.vocab_size, bool(c.tie_word_embeddings))
+
+
+def _best_of(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(name: str, repeats: int) -> list[tuple[LlamaShape, Call, float, str]]:
+    from rl.models import load_model
+
+    model = load_model(name)
+    shape = shape_of(model)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, shape.vocab, (BATCH, PROMPT + NEW), generator=g)
+    prompt = ids[:, :PROMPT]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def forward():
+        with torch.no_grad():
+            model(ids)
+
+    def train():
+        out = model(ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def generate():
+        with torch.no_grad():
+            model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW,
+                           min_new_tokens=NEW, do_sample=False, pad_token_id=2)
+
+    return [(shape, Call("inference", BATCH, PROMPT, NEW), _best_of(forward, repeats), f"{name} forward"),
+            (shape, Call("train", BATCH, PROMPT, NEW), _best_of(train, repeats), f"{name} train"),
+            (shape, Call("generate", BATCH, PROMPT, NEW), _best_of(generate, repeats), f"{name} generate")]
+
+
+def calibrate(repeats: int) -> tuple[dict, object]:
+    spec = load_cluster_spec("recipes/clusters/cpu-2core.yaml")
+    rows = measure("tiny-llama", repeats) + measure("smollm2-135m", repeats)
+    hw, errors = fit_hardware(spec.hardware, [(s, c, t) for s, c, t, _ in rows])
+    print(f"fitted on {len(rows)} CPU measurements: compute_efficiency {hw.compute_efficiency:.3f}, "
+          f"memory_efficiency {hw.memory_efficiency:.3f}, overhead {hw.overhead_us_per_layer:.0f} us/layer")
+    table = []
+    for (shape, call, t, label), err in zip(rows, errors):
+        est = predict(hw, shape, call)
+        print(f"  {label:<26} measured {t:8.3f} s  model {est:8.3f} s  error {100 * err:5.1f}%")
+        table.append({"call": label, "measured_s": round(t, 4), "model_s": round(est, 4),
+                      "rel_error": round(err, 4)})
+    out = {"constants": {k: getattr(hw, k) for k in ("compute_efficiency", "memory_efficiency",
+                                                     "overhead_us_per_layer")},
+           "measurements": table, "mean_rel_error": round(sum(errors) / len(errors), 4)}
+    print(f"  mean relative error {100 * out['mean_rel_error']:.1f}%")
+    return out, (hw, rows[-1][0])
+
+
+def holdout(hw, smollm2: LlamaShape) -> dict | None:
+    path = Path("bench/results/grpo_step.json")
+    if not path.exists():
+        return None
+    measured = json.loads(path.read_text())["ours_step_s"]
+    seqs = 8 * 8
+    est = (predict(hw, smollm2, Call("generate", seqs, GRPO_PROMPT_TOKENS, NEW))
+           + predict(hw, smollm2, Call("inference", seqs, GRPO_PROMPT_TOKENS, NEW))
+           + predict(hw, smollm2, Call("train", seqs, GRPO_PROMPT_TOKENS, NEW)))
+    err = abs(est - measured) / measured
+    print(f"hold-out SmolLM2 GRPO step (grpo_step.json): measured {measured:.2f} s  model {est:.2f} s  "
+          f"error {100 * err:.1f}%")
+    return {"measured_s": round(measured, 3), "model_s": round(est, 3), "rel_error": round(err, 4)}
+
+
+def main(argv: list[str]) -> int:
+    from rl.plan import run_plan
+
+    p = argparse.ArgumentParser(prog="rl bench plan", description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iters", type=int, default=20000)
+    p.add_argument("--out", default="bench/results/plan.json")
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    calibration, (hw, smollm2) = calibrate(a.repeats)
+    calibration["holdout_grpo_step"] = holdout(hw, smollm2)
+    plans = {}
+    for path in SPECS:
+        plans[load_cluster_spec(path).name] = run_plan(path, a.seed, a.iters, 25.0)
+    result = {"calibration": calibration, "plans": plans,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    raise SystemExit(main(sys.argv[1:]))
