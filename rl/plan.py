@@ -95,7 +95,7 @@ def main_plan(argv: list[str]) -> int:
     p.add_argument("specs", nargs="+", help="cluster spec YAML(s), e.g. recipes/clusters/llama7b-8gpu.yaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=20000, help="Metropolis-Hastings steps")
-    p.add_argument("--time-budget-s", type=float, default=25.0, help="stop the search after this long")
+    p.add_argument("--time-budget-s", type=float, default=20.0, help="stop the search after this long")
     p.add_argument("--out", default="bench/results/plan.json", help="JSON file, entries keyed by spec name")
     args = p.parse_args(argv)
     entries = {}

@@ -123,8 +123,9 @@ def main(argv: list[str]) -> int:
     calibration["holdout_grpo_step"] = holdout(hw, smollm2)
     plans = {}
     for path in SPECS:
-        plans[load_cluster_spec(path).name] = run_plan(path, a.seed, a.iters, 25.0)
-    result = {"calibration": calibration, "plans": plans,
+        plans[load_cluster_spec(path).name] = run_plan(path, a.seed, a.iters, 20.0)
+    import os
+    result = {"calibration": calibration, "plans": plans, "loadavg_1min": os.getloadavg()[0],
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
