@@ -16,6 +16,7 @@ A sweep spec is a base recipe plus a search space over dotted config keys:
     scheduler: {name: asha, max_t: 3, grace_period: 1, reduction_factor: 2}   # or fifo (default)
     resources_per_trial: {CPU: 2}          # default: what the recipe's actors ask for
     max_concurrent_trials: 2               # default: as many as the resources allow
+    max_failures: 1                        # retry a failed trial (from scratch) this many times; default 0
     address: null                          # a Ray cluster (or --address)
 
 Each trial runs the toolkit's own driver (`rl.drivers.DRIVERS`) in its run dir runs/<name>/<trial>/
@@ -45,7 +46,7 @@ from rl.config import Config, ConfigError, apply_override, build, validate
 DOMAINS = ("grid", "choice", "uniform", "loguniform")
 SCHEDULERS = ("asha", "fifo")
 SPEC_KEYS = ("name", "base", "overrides", "space", "num_samples", "metric", "mode", "scope", "scheduler",
-             "resources_per_trial", "max_concurrent_trials", "address")
+             "resources_per_trial", "max_concurrent_trials", "max_failures", "address")
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SweepSpec:
     scheduler: dict | None = None
     resources_per_trial: dict[str, float] | None = None
     max_concurrent_trials: int | None = None
+    max_failures: int = 0
     address: str | None = None
 
 
@@ -122,6 +124,7 @@ def load_sweep(path: str | Path, address: str | None = None) -> SweepSpec:
                      overrides=_overrides(raw.get("overrides")), scheduler=_scheduler(raw.get("scheduler")),
                      resources_per_trial=_resources(raw.get("resources_per_trial")),
                      max_concurrent_trials=_pos_int(raw, "max_concurrent_trials", None),
+                     max_failures=_count(raw, "max_failures"),
                      address=address or raw.get("address"))
     check_keys(spec)
     return spec
@@ -146,6 +149,13 @@ def _pos_int(raw: dict, key: str, default):
         return None
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ConfigError(f"{key}: expected an integer >= 1, got {v!r}")
+    return v
+
+
+def _count(raw: dict, key: str) -> int:
+    v = raw.get(key, 0)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError(f"{key}: expected an integer >= 0, got {v!r}")
     return v
 
 
@@ -357,7 +367,8 @@ def launch(spec: SweepSpec, sweep_dir: Path, cfg: Config):
                                                    max_concurrent_trials=spec.max_concurrent_trials,
                                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                        run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"),
-                                                 storage_path=str(sweep_dir), verbose=1))
+                                                 storage_path=str(sweep_dir), verbose=1,
+                                                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
     return tuner.fit()
 
 

@@ -49,6 +49,7 @@ def test_a_valid_spec_loads_with_defaults(tmp_path):
     ({"metric": None}, "metric: missing"),
     ({"mode": "maximise"}, "mode: expected one of max, min"),
     ({"num_samples": 0}, "num_samples: expected an integer >= 1"),
+    ({"max_failures": -1}, "max_failures: expected an integer >= 0"),
     ({"scheduler": {"name": "hyperband"}}, "scheduler.name: expected one of asha, fifo, got 'hyperband'"),
     ({"scheduler": {"name": "asha", "max_t": 2, "grace_period": 3}}, "scheduler.grace_period: 3 exceeds max_t 2"),
     ({"scheduler": {"name": "asha", "max_t": "ten"}}, "scheduler.max_t: expected a positive integer"),
