@@ -8,7 +8,8 @@ then run on the learner's weights rounded to bf16. The payload travels through t
 
 Returns metrics: sync/bytes (payload size), sync/density (share of bf16 elements shipped as changed;
 1.0 for full), sync/mode (0 full, 1 delta), sync/full (1 when this sync was a full one),
-time/sync_s. Example: metrics = sync_weights(learner, engines, step + 1, cfg.trainer)
+time/sync_encode_s (learner side), time/sync_s (end to end).
+Example: metrics = sync_weights(learner, engines, step + 1, cfg.trainer)
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ import ray
 from rollout.delta_sync import DeltaSyncError
 
 
-def sync_weights(learner, engines, version: int, trainer_cfg) -> dict[str, float]:
+def sync_weights(learner, engines, version: int, trainer_cfg, force_full: bool = False) -> dict[str, float]:
+    """force_full: in delta mode, ship every bucket dense (bf16) this time."""
     t0 = time.time()
     mode = getattr(trainer_cfg, "sync_mode", "full")
     args = (int(trainer_cfg.sync_bucket_mb * 2**20), version, mode,
             getattr(trainer_cfg, "sync_dense_threshold", 0.4), getattr(trainer_cfg, "sync_full_every_steps", 10))
-    payload, stats = learner.export_update.remote(*args)
+    payload, stats = learner.export_update.remote(*args, force_full=force_full)
     recovered = 0
     try:
         ray.get([e.update_weights.remote(payload, version) for e in engines])
@@ -34,7 +36,8 @@ def sync_weights(learner, engines, version: int, trainer_cfg) -> dict[str, float
         recovered = 1
     s = ray.get(stats)
     out = {"sync/bytes": float(s["bytes"]), "sync/density": float(s["density"]),
-           "sync/mode": float(mode == "delta"), "sync/full": float(s["full"]), "time/sync_s": time.time() - t0}
+           "sync/mode": float(mode == "delta"), "sync/full": float(s["full"]),
+           "time/sync_encode_s": float(s["encode_s"]), "time/sync_s": time.time() - t0}
     if recovered:
         out["sync/recovered"] = 1.0
     return out

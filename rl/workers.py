@@ -6,6 +6,7 @@ generation and training alternate, so each sets torch to use all local cores.
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 import torch
@@ -104,16 +105,19 @@ class SyncingLearner(Learner):
 
         mode "full": fp32 buckets (the engine gets the exact weights); "delta": a bf16 DeltaUpdate.
         """
+        t0 = time.perf_counter()
         if mode == "full":
             buckets = pack_buckets(self.model.named_parameters(), bucket_bytes)
-            return buckets, {"bytes": sum(b.nbytes for b in buckets), "density": 1.0, "full": True}
+            return buckets, {"bytes": sum(b.nbytes for b in buckets), "density": 1.0, "full": True,
+                             "encode_s": time.perf_counter() - t0}
         if mode != "delta":
             raise ValueError(f"sync mode must be 'full' or 'delta', got {mode!r}")
         if self._sender is None or (self._sender.dense_threshold, self._sender.full_every_steps) != \
                 (dense_threshold, full_every_steps):
             self._sender = DeltaSender(dense_threshold, full_every_steps)
         update = self._sender.encode(self.model.named_parameters(), bucket_bytes, version, force_full)
-        return update, {"bytes": update.nbytes, "density": update.density(), "full": update.is_full}
+        return update, {"bytes": update.nbytes, "density": update.density(), "full": update.is_full,
+                        "encode_s": time.perf_counter() - t0}
 
     def weights_crc(self) -> dict[str, int]:
         """bf16 CRC32 per parameter name: what every engine must hold after a sync."""

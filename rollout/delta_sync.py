@@ -2,9 +2,9 @@
 
 At RL learning rates most updates are smaller than half a bf16 ulp (|dw| < |w|/256), so ~99% of
 the bf16 weights are bit-identical between consecutive steps. The sender keeps the last-shipped bf16
-copy of every bucket; per bucket it sends the positions whose 16 bits changed (int32 indices, or a
-bitmask when that is smaller) and their new bits. The receiver keeps the same copy, OVERWRITES those
-positions (never adds, so errors cannot accumulate), checks a CRC32 of the resulting bf16 bucket and
+copy of every bucket; per bucket it sends the positions whose 16 bits changed (int32 indices, a
+bitmask, or byte-coded gaps between changed positions, whichever is smallest) and their new bits.
+The receiver keeps the same copy, OVERWRITES those positions (never adds, so errors cannot accumulate), checks a CRC32 of the resulting bf16 bucket and
 hands dense bf16 buckets to its engine. A bucket denser than `dense_threshold` is shipped whole; a
 full (all-dense) sync happens on the first call, every `full_every_steps` calls, and on request.
 
@@ -28,7 +28,8 @@ import torch
 
 from rollout.weight_sync import WeightBucket, pack_buckets
 
-DENSE, INDICES, BITMASK = "dense", "indices", "bitmask"
+DENSE, INDICES, BITMASK, GAPS = "dense", "indices", "bitmask", "gaps"
+_ESC = 255  # a gap byte of 255 means "add 255 and read on"; 0..254 ends the gap
 
 
 class DeltaSyncError(RuntimeError):
@@ -89,9 +90,10 @@ class DeltaUpdate:
 def encode_bucket(new: np.ndarray, old: np.ndarray | None, dense_threshold: float) -> tuple[str, dict]:
     """Smallest encoding of `new` (int16 bf16 bits, [numel]) against `old` (same shape, or None).
 
-    Returns (encoding, arrays) with arrays among values/indices/mask. Indices cost 6 bytes per
-    change, a bitmask numel/8 + 2 per change, dense 2 * numel.
-    Example: encode_bucket(np.int16([1, 2, 3]), np.int16([1, 9, 3]), 0.4) -> ("indices", ...)
+    Returns (encoding, arrays) with arrays among values/indices/mask. Per change the values cost 2
+    bytes, plus 4 (indices), ~1 at densities above 0.4% (gaps), or numel/8 in all (bitmask); dense
+    costs 2 * numel.
+    Example: encode_bucket(np.int16([1, 2, 3]), np.int16([1, 9, 3]), 0.4) -> ("gaps", ...)
     """
     if old is None or old.shape != new.shape:
         return DENSE, {"values": new.copy()}
@@ -100,9 +102,29 @@ def encode_bucket(new: np.ndarray, old: np.ndarray | None, dense_threshold: floa
     if k > dense_threshold * new.size:
         return DENSE, {"values": new.copy()}
     idx = np.flatnonzero(changed)
-    if 4 * k <= (new.size + 7) // 8:
+    gaps = np.diff(idx, prepend=-1)
+    sizes = {INDICES: 4 * k, BITMASK: (new.size + 7) // 8, GAPS: int((gaps // _ESC).sum()) + k}
+    best = min(sizes, key=sizes.get)
+    if best == INDICES:
         return INDICES, {"indices": idx.astype(np.int32), "values": new[idx]}
-    return BITMASK, {"mask": np.packbits(changed), "values": new[idx]}
+    if best == BITMASK:
+        return BITMASK, {"mask": np.packbits(changed), "values": new[idx]}
+    return GAPS, {"indices": encode_gaps(gaps), "values": new[idx]}
+
+
+def encode_gaps(gaps: np.ndarray) -> np.ndarray:
+    """Gaps (>= 1) -> uint8 codes: gap // 255 escape bytes (255) then the remainder (0..254)."""
+    escapes = gaps // _ESC
+    ends = np.cumsum(escapes + 1) - 1  # where each gap's final byte goes
+    out = np.full(int(ends[-1]) + 1 if len(ends) else 0, _ESC, dtype=np.uint8)
+    out[ends] = (gaps % _ESC).astype(np.uint8)
+    return out
+
+
+def decode_gaps(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes -> positions: the running sum of byte values, read at each final byte, minus 1."""
+    running = np.cumsum(codes.astype(np.int64))
+    return running[codes != _ESC] - 1
 
 
 def decode_bucket(base: np.ndarray | None, bucket: DeltaBucket) -> np.ndarray:
@@ -117,6 +139,11 @@ def decode_bucket(base: np.ndarray | None, bucket: DeltaBucket) -> np.ndarray:
     out = base.copy()
     if bucket.encoding == INDICES:
         out[bucket.indices] = bucket.values
+    elif bucket.encoding == GAPS:
+        pos = decode_gaps(bucket.indices)
+        if pos.size != bucket.values.size or (pos.size and (pos[-1] >= bucket.numel)):
+            raise DeltaSyncError(f"gap codes at {bucket.names[0]!r} do not match their {bucket.values.size} values")
+        out[pos] = bucket.values
     elif bucket.encoding == BITMASK:
         where = np.unpackbits(bucket.mask, count=bucket.numel).astype(bool)
         out[where] = bucket.values

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from rollout.delta_sync import (BITMASK, DENSE, INDICES, DeltaReceiver, DeltaSender, DeltaSyncError,
-                                bf16_crcs, decode_bucket, encode_bucket)
+from rollout.delta_sync import (BITMASK, DENSE, GAPS, INDICES, DeltaBucket, DeltaReceiver, DeltaSender, DeltaSyncError,
+                                bf16_crcs, decode_bucket, decode_gaps, encode_bucket, encode_gaps)
 from rollout.weight_sync import apply_bucket
 
 
@@ -32,17 +32,38 @@ def bump(params, frac, seed):
     return out
 
 
-def test_encode_picks_indices_bitmask_dense():
+def test_encode_picks_the_smallest_encoding():
     old = np.zeros(8000, dtype=np.int16)
-    few = old.copy(); few[[3, 500]] = 7
+    few = old.copy(); few[[3, 5000]] = 7  # gap 4997: 20 gap bytes > 8 index bytes
     enc, arr = encode_bucket(few, old, 0.4)
-    assert enc == INDICES and arr["indices"].tolist() == [3, 500] and arr["values"].tolist() == [7, 7]
-    some = old.copy(); some[::20] = 5  # 5% changed: bitmask (1000 B) beats indices (1600 B)
-    enc, arr = encode_bucket(some, old, 0.4)
-    assert enc == BITMASK and arr["values"].size == 400
+    assert enc == INDICES and arr["indices"].tolist() == [3, 5000] and arr["values"].tolist() == [7, 7]
+    near = old.copy(); near[[3, 10, 40]] = 5  # gaps 4, 7, 30: 3 bytes
+    enc, arr = encode_bucket(near, old, 0.4)
+    assert enc == GAPS and arr["indices"].tolist() == [4, 7, 30]
+    clustered = old.copy(); clustered[::20] = 5  # 5%: gaps 400 B < bitmask 1000 B < indices 1600 B
+    assert encode_bucket(clustered, old, 0.4)[0] == GAPS
+    checker = old.copy(); checker[::3] = 5  # 33%: bitmask 1000 B < gaps 2667 B
+    enc, arr = encode_bucket(checker, old, 0.4)
+    assert enc == BITMASK and arr["values"].size == 2667
     many = old.copy(); many[::2] = 1  # 50% > threshold
     assert encode_bucket(many, old, 0.4)[0] == DENSE
     assert encode_bucket(few, None, 0.4)[0] == DENSE
+    for new in (few, near, clustered, checker, many):  # every encoding decodes back to `new`
+        enc, arr = encode_bucket(new, old, 0.4)
+        b = DeltaBucket(names=["w"], shapes=[(8000,)], offsets=[0], numel=8000, encoding=enc, checksum=0, **arr)
+        assert np.array_equal(decode_bucket(old, b), new), enc
+
+
+def test_gap_codes_hand_computed_and_round_trip():
+    # positions 0, 255, 256, 1000: gaps 1, 255, 1, 744 = 1 | 255 0 | 1 | 255 255 234
+    pos = np.array([0, 255, 256, 1000])
+    codes = encode_gaps(np.diff(pos, prepend=-1))
+    assert codes.tolist() == [1, 255, 0, 1, 255, 255, 234]
+    assert decode_gaps(codes).tolist() == pos.tolist()
+    rng = np.random.default_rng(0)
+    pos = np.unique(rng.integers(0, 10**6, size=3000))
+    assert np.array_equal(decode_gaps(encode_gaps(np.diff(pos, prepend=-1))), pos)
+    assert decode_gaps(encode_gaps(np.array([], dtype=np.int64))).size == 0
 
 
 @pytest.mark.parametrize("frac", [0.0, 0.003, 0.05, 0.3])
