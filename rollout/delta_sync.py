@@ -5,8 +5,9 @@ the bf16 weights are bit-identical between consecutive steps. The sender keeps t
 copy of every bucket; per bucket it sends the positions whose 16 bits changed (int32 indices, a
 bitmask, or byte-coded gaps between changed positions, whichever is smallest) and their new bits.
 The receiver keeps the same copy, OVERWRITES those positions (never adds, so errors cannot
-accumulate), checks a CRC32 of the resulting bf16 bucket and hands dense bf16 buckets to its engine. A bucket denser than `dense_threshold` is shipped whole; a
-full (all-dense) sync happens on the first call, every `full_every_steps` calls, and on request.
+accumulate), checks a CRC32 of the resulting bf16 bucket and hands dense bf16 buckets to its engine.
+A bucket denser than `dense_threshold` is shipped whole; a full (all-dense) sync happens on the
+first call, every `full_every_steps` calls, and on request.
 
 Engines therefore run on the learner's weights rounded to bf16, whatever their own dtype (an fp32
 engine holds bf16-representable values).
