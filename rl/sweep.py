@@ -381,9 +381,13 @@ def run_sweep(spec: SweepSpec) -> list[dict]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     init_ray(spec.address)
     _check_capacity(spec, cfg)
-    started = time.time()
-    grid = launch(spec, sweep_dir, cfg)
-    rows = collect_rows(grid, spec, sweep_dir, started)
+    started, grid = time.time(), None
+    try:
+        grid = launch(spec, sweep_dir, cfg)
+    except Exception as e:  # noqa: BLE001 - Tune gave up (e.g. the node's OOM killer); report what ran
+        print(f"rl: Ray Tune stopped early: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}",
+              file=sys.stderr)
+    rows = collect_rows(spec, sweep_dir, started, grid)
     write_results(rows, spec, sweep_dir)
     print_table(rows, spec)
     return rows

@@ -40,15 +40,34 @@ def rank(rows: list[dict], mode: str, scope: str) -> list[dict]:
     return [{"rank": i + 1, **r} for i, r in enumerate(ordered)]
 
 
-def collect_rows(grid, spec, sweep_dir: Path, started: float) -> list[dict]:
-    """Rows of a Tune ResultGrid, ranked."""
+def collect_rows(spec, sweep_dir: Path, started: float, grid=None) -> list[dict]:
+    """Rows of every trial that started in this sweep (run dirs written since `started`), ranked;
+    errors come from Tune's ResultGrid when there is one (a sweep Tune gave up on still gets rows)."""
+    import yaml
+    errors, configs = {}, {}
+    for result in grid or []:
+        configs[Path(result.path).name] = result.config
+        if result.error:
+            errors[Path(result.path).name] = str(result.error).strip().splitlines()[-1][:300]
     rows = []
-    for result in grid:
-        name = Path(result.path).name
-        params = {k: result.config.get(k) for k in spec.space}
-        error = str(result.error).strip().splitlines()[-1][:300] if result.error else None
-        rows.append(trial_row(name, params, sweep_dir / name, spec.metric, spec.mode, started, error))
+    for run_dir in sorted(sweep_dir.glob("trial_*")):
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.exists() or cfg_path.stat().st_mtime < started:
+            continue
+        cfg = yaml.safe_load(cfg_path.read_text())
+        params = {k: _dotted(cfg, k) for k in spec.space}
+        rows.append(trial_row(run_dir.name, params, run_dir, spec.metric, spec.mode, started,
+                              errors.get(run_dir.name)))
+    for name in sorted(set(errors) - {r["trial"] for r in rows}):  # failed before its run dir existed
+        params = {k: configs[name].get(k) for k in spec.space}
+        rows.append(trial_row(name, params, sweep_dir / name, spec.metric, spec.mode, started, errors[name]))
     return rank(rows, spec.mode, spec.scope)
+
+
+def _dotted(data, key: str):
+    for part in key.split("."):
+        data = data[int(part)] if isinstance(data, list) else data.get(part)
+    return data
 
 
 def _fmt(v) -> str:

@@ -111,3 +111,26 @@ def test_rows_rank_best_first_and_missing_values_last():
     text = table(rank(rows, "max", "last"), "m", "last").splitlines()
     assert text[0].split() == ["rank", "trial", "x", "m", "(last)", "best", "steps", "status"]
     assert text[1].split()[:2] == ["1", "c"] and text[-1].split()[1] == "b"
+
+
+def test_rows_come_from_the_trial_dirs_of_this_sweep(tmp_path):
+    import json
+    import os
+
+    from rl.sweep import SweepSpec
+    from rl.sweep_results import collect_rows, write_results
+    spec = SweepSpec(name="s", base=TINY, space={"trainer.lr": {"grid": [1, 2]}}, metric="m", mode="min")
+    for name, lr, values, done in [("trial_00", 1e-4, [3.0, 2.0], True), ("trial_01", 1e-3, [1.5], False),
+                                   ("trial_02", 1e-2, [0.1], True)]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"trainer": {"lr": lr}}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "m": v}) + "\n" for i, v in enumerate(values)))
+        if done:
+            (run / "summary.json").write_text("{}")
+    os.utime(tmp_path / "trial_02" / "config.yaml", (1.0, 1.0))  # an older sweep's trial: not ours
+    rows = collect_rows(spec, tmp_path, started=1000.0)
+    assert [(r["trial"], r["param:trainer.lr"], r["last"], r["best"], r["steps"], r["status"]) for r in rows] == [
+        ("trial_01", 1e-3, 1.5, 1.5, 1, "STOPPED"), ("trial_00", 1e-4, 2.0, 2.0, 2, "DONE")]
+    out = write_results(rows, spec, tmp_path)
+    assert out["png"].stat().st_size > 1000 and len(out["csv"].read_text().splitlines()) == 3
