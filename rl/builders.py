@@ -79,7 +79,9 @@ def start_workers(cfg: Config, pad_id: int):
 def engine_kwargs(cfg: Config) -> dict:
     """Engine-specific settings; the hf engine ignores those it has no use for."""
     r = cfg.rollout
-    return {"gpu_memory_utilization": r.gpu_memory_utilization, "tensor_parallel_size": r.tensor_parallel_size}
+    return {"gpu_memory_utilization": r.gpu_memory_utilization, "tensor_parallel_size": r.tensor_parallel_size,
+            "max_model_len": r.max_model_len,
+            "kv_cache_memory_bytes": None if r.kv_cache_mb is None else int(r.kv_cache_mb * 2**20)}
 
 
 def check_names(cfg: Config) -> None:

