@@ -8,6 +8,7 @@
   rl route ...                                           route prompts across models by V0 and cost
   rl plan CLUSTER.yaml                                   search an execution plan (ReaLHF-style)
   rl sweep SWEEP.yaml                                    hyper-parameter sweep on Ray Tune
+  rl prefs ROLLOUTS.jsonl --out pairs.jsonl              DPO pairs (best vs worst) from a GRPO rollout log
 
 A broken recipe exits with code 2 and one line naming the key; no traceback.
 """
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("route", help="route prompts across models by predicted success and cost (`rl route --help`)")
     sub.add_parser("plan", help="parameter-reallocation planner for a cluster spec (`rl plan --help`)")
     sub.add_parser("sweep", help="launch a hyper-parameter sweep on Ray Tune (`rl sweep --help`)")
+    sub.add_parser("prefs", help="DPO preference pairs from a GRPO run's rollouts.jsonl (`rl prefs --help`)")
     b = sub.add_parser("bench", help=f"benchmarks: {', '.join(_bench_names())}")
     b.add_argument("name", choices=_bench_names())
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module("rl.plan").main_plan(argv[1:])
     if argv[:1] == ["sweep"]:
         return importlib.import_module("rl.sweep").main_sweep(argv[1:])
+    if argv[:1] == ["prefs"]:
+        return importlib.import_module("rl.prefs").main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":
