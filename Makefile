@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/rl bench knapsack
 	$(BIN)/rl bench envs
 	$(BIN)/rl bench allocation
+	$(BIN)/rl bench curriculum
 	$(BIN)/rl bench sync
 
 clean:

@@ -63,16 +63,16 @@ def loss_settings(cfg: Config) -> LossSettings:
 
 
 def start_workers(cfg: Config, pad_id: int):
-    engines = [RolloutWorker.remote(cfg.rollout.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
-                                    cfg.rollout.share_prefill, engine_kwargs=engine_kwargs(cfg))
-               for _ in range(cfg.rollout.num_workers)]
-
+    """-> (engines, learner). Engines hold the learner's handle so a restarted one re-syncs itself."""
     t = cfg.trainer
     learner = LearnerActor.remote(
         cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
         microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
         loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id)
+    engines = [RolloutWorker.remote(cfg.rollout.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
+                                    cfg.rollout.share_prefill, engine_kwargs=engine_kwargs(cfg), learner=learner)
+               for _ in range(cfg.rollout.num_workers)]
     return engines, learner
 
 

@@ -114,6 +114,9 @@ class TrainerConfig:
     sync_mode: Literal["full", "delta"] = "full"  # delta: ship only bf16 weights that changed
     sync_full_every_steps: int = 10  # delta: a full sync every K steps
     sync_dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
+    sync_transport: Literal["object_store", "broadcast"] = "object_store"  # broadcast: torch.distributed
+    sync_backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
+    sync_timeout_s: float = 300.0  # broadcast: rendezvous and per-broadcast timeout
 
 
 @dataclass

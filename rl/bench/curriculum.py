@@ -1,9 +1,10 @@
 """`rl bench curriculum`: a shrinking length budget vs a fixed final budget on SmolLM2 (SPECS §6).
 
 Both arms run recipes/grpo_curriculum_arith.yaml (answer-tag format; reward 0.6 correct + 0.3
-triangular length + 0.1 format) with the same seed and steps. `curriculum`: B(t) = B0 * gamma^floor(t/T)
+triangular length + 0.1 format; "correct" is the recipe's first reward) with the same seed and
+steps. `curriculum`: B(t) = B0 * gamma^floor(t/T)
 (48 -> 33 -> 23 -> 16 by default); `fixed`: the final budget from step 0. Reported per budget phase:
-mean response length and correctness (the answer_tag reward), and held-out greedy accuracy after.
+mean response length and correctness (the recipe's first reward), and held-out greedy accuracy after.
 Writes bench/results/curriculum.json and .png.
 """
 from __future__ import annotations
@@ -26,16 +27,17 @@ def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
         f"allocation.budget_start_tokens={a.b0}", *extra])
     summary = train(cfg)
     rows = read_metrics(out_dir / name / "metrics.jsonl")
+    correct = f"reward/{cfg.rewards[0].fn}"
     phases: dict[int, list[dict]] = {}
     for r in rows:
         phases.setdefault(int(r["length_budget_tokens"]), []).append(r)
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     return {"by_budget": [{"budget_tokens": b, "steps": len(rs),
                            "response_length_mean": mean(rs, "response_length/mean"),
-                           "correct_mean": mean(rs, "reward/answer_tag")} for b, rs in phases.items()],
+                           "correct_mean": mean(rs, correct)} for b, rs in phases.items()],
             "length_curve": [r["response_length/mean"] for r in rows],
             "budget_curve": [r["length_budget_tokens"] for r in rows],
-            "correct_curve": [r["reward/answer_tag"] for r in rows],
+            "correct_curve": [r[correct] for r in rows], "correct_metric": correct,
             "eval_before": summary.get("before", {}), "eval_after": summary.get("after", {})}
 
 
@@ -51,7 +53,7 @@ def plot(result: dict, png: Path) -> None:
     ax[0].set_xlabel("step")
     ax[0].set_ylabel("tokens")
     ax[0].legend(fontsize=7)
-    ax[1].set_title("correct (answer_tag reward) per step")
+    ax[1].set_title(f"correct ({next(iter(result['arms'].values()))['correct_metric']}) per step")
     ax[1].set_xlabel("step")
     ax[1].legend()
     fig.tight_layout()

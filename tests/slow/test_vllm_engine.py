@@ -30,8 +30,9 @@ def greedy(engine, tok, max_new_tokens=10):
     return ray.get(engine.generate.remote(reqs, 0))
 
 
-def cfg(mode):
-    return SimpleNamespace(sync_bucket_mb=32, sync_mode=mode, sync_full_every_steps=10, sync_dense_threshold=0.4)
+def cfg(mode, transport="object_store"):
+    return SimpleNamespace(sync_bucket_mb=32, sync_mode=mode, sync_full_every_steps=10, sync_dense_threshold=0.4,
+                           sync_transport=transport, sync_backend="gloo", sync_timeout_s=120.0)
 
 
 def train_steps(learner, engine, tok, steps, seed):
@@ -101,6 +102,18 @@ def test_delta_sync_keeps_engine_bit_identical_and_matching_hf(world):
     want = ray.get(world.learner.weights_crc.remote())
     assert ray.get(world.vllm.weights_crc.remote()) == want
     assert ray.get(world.hf.weights_crc.remote()) == want
+    v, h = greedy(world.vllm, world.tok), greedy(world.hf, world.tok)
+    assert [c.token_ids for c in v] == [c.token_ids for c in h]
+
+
+def test_broadcast_transport_into_the_running_vllm_engine(world):
+    """trainer.sync_transport=broadcast: a gloo group of the sync's own beside the default
+    torch.distributed group vLLM creates inside the engine actor."""
+    train_steps(world.learner, world.hf, world.tok, steps=1, seed=30)
+    m = sync_weights(world.learner, [world.vllm, world.hf], 5, cfg("delta", "broadcast"))
+    assert m["sync/transport"] == 1.0 and m["sync/full"] == 0.0 and "sync/recovered" not in m
+    want = ray.get(world.learner.weights_crc.remote())
+    assert ray.get(world.vllm.weights_crc.remote()) == want == ray.get(world.hf.weights_crc.remote())
     v, h = greedy(world.vllm, world.tok), greedy(world.hf, world.tok)
     assert [c.token_ids for c in v] == [c.token_ids for c in h]
 
