@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import ray
 import torch
@@ -49,7 +50,7 @@ class RolloutWorker:
             model, tok = load_policy(model_name, dtype, seed=seed)
             self.engine = builder(model, tok, share_prefill=share_prefill, max_batch_samples=max_batch_samples)
         self.receiver = DeltaReceiver()
-        self.recovered = bool(learner is not None and ray.get_runtime_context().was_current_actor_reconstructed)
+        self.recovered = bool(learner is not None and _reconstructed())
         if self.recovered:
             payload, _ = learner.export_update.remote(RECOVERY_BUCKET_BYTES, -1, "full")
             self.update_weights(ray.get(payload), -1)
@@ -179,6 +180,13 @@ class SyncingLearner(Learner):
     def weights_crc(self) -> dict[str, int]:
         """bf16 CRC32 per parameter name: what every engine must hold after a sync."""
         return bf16_crcs(self.model.named_parameters())
+
+
+def _reconstructed() -> bool:
+    """Whether Ray restarted this actor process (its own property reads a deprecated id: silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ray.get_runtime_context().was_current_actor_reconstructed
 
 
 LearnerActor = ray.remote(num_cpus=0.5, max_restarts=0)(SyncingLearner)
