@@ -1,6 +1,7 @@
 """Binds the recipe to objects, in one place (STYLE.md 2): functions below get explicit arguments."""
 from __future__ import annotations
 
+import uuid
 from functools import partial
 
 from algorithms.advantages import ADVANTAGE_ESTIMATORS
@@ -63,15 +64,15 @@ def loss_settings(cfg: Config) -> LossSettings:
 
 
 def start_workers(cfg: Config, pad_id: int):
-    """-> (engines, learner). Engines hold the learner's handle so a restarted one re-syncs itself."""
-    t = cfg.trainer
-    learner = LearnerActor.remote(
+    """-> (engines, learner). Engines know the learner's name so a restarted one re-syncs itself."""
+    t, name = cfg.trainer, f"learner-{uuid.uuid4().hex[:12]}"
+    learner = LearnerActor.options(name=name).remote(
         cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
         microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
         loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id)
     engines = [RolloutWorker.remote(cfg.rollout.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
-                                    cfg.rollout.share_prefill, engine_kwargs=engine_kwargs(cfg), learner=learner)
+                                    cfg.rollout.share_prefill, engine_kwargs=engine_kwargs(cfg), learner_name=name)
                for _ in range(cfg.rollout.num_workers)]
     return engines, learner
 

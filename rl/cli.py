@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(cfg, args) -> int:
-    from rl.drivers import DRIVERS
+    from rl.drivers import DRIVERS, run_with_restarts
     try:
         driver = DRIVERS.get(cfg.algorithm.name)
     except KeyError as e:
         raise ConfigError(f"algorithm.name: {e}") from None
-    driver(cfg, resume=args.resume, address=args.address)
+    run_with_restarts(driver, cfg, resume=args.resume, address=args.address)
     return 0
 
 

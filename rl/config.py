@@ -33,6 +33,7 @@ class RunConfig:
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     checkpoint_every_steps: int = 10
     keep_checkpoints: int = 2
+    max_restarts: int = 2  # a run whose actor dies (e.g. an OOM-killed learner) resumes from its last checkpoint
     progress_bar: bool = True
 
 
@@ -321,6 +322,8 @@ def validate(cfg: Config) -> None:
     for key, v in positive.items():
         if v <= 0:
             raise ConfigError(f"{key}: must be > 0, got {v}")
+    if cfg.run.max_restarts < 0:
+        raise ConfigError(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
     if cfg.trainer.lr <= 0:
         raise ConfigError(f"trainer.lr: must be > 0, got {cfg.trainer.lr}")
     if cfg.rollout.temperature <= 0:

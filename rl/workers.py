@@ -33,14 +33,15 @@ class RolloutWorker:
     """One engine. `update_weights` takes full buckets (list[WeightBucket]) or a bf16 DeltaUpdate,
     which the worker's DeltaReceiver turns into verified dense bf16 buckets for the engine.
 
-    Given `learner` (the LearnerActor handle), a worker that Ray restarts after a crash (e.g. the
-    OOM killer) pulls a full fp32 sync of the learner's current weights in its constructor, so the
+    Given `learner_name` (the named LearnerActor's name: a handle among the constructor's arguments
+    would make Ray warn that the restart may not find it), a worker that Ray restarts after a crash
+    (e.g. the OOM killer) pulls a full fp32 sync of the learner's current weights in its constructor, so the
     call that was in flight, retried by Ray on the new process, runs on trained weights, not the
     starting ones. Its completions then carry weight version -1 (recovered) until the next sync."""
 
     def __init__(self, engine: str, model_name: str, dtype: str = "float32", seed: int = 0,
                  share_prefill: bool = True, max_batch_samples: int = 256, engine_kwargs: dict | None = None,
-                 learner=None):
+                 learner_name: str | None = None):
         torch.set_num_threads(local_threads())
         builder = ENGINES.get(engine)
         if engine == "vllm":  # vLLM loads from a folder; it gets the same weights the learner starts from
@@ -50,8 +51,9 @@ class RolloutWorker:
             model, tok = load_policy(model_name, dtype, seed=seed)
             self.engine = builder(model, tok, share_prefill=share_prefill, max_batch_samples=max_batch_samples)
         self.receiver = DeltaReceiver()
-        self.recovered = bool(learner is not None and _reconstructed())
+        self.recovered = bool(learner_name is not None and _reconstructed())
         if self.recovered:
+            learner = ray.get_actor(learner_name)
             payload, _ = learner.export_update.remote(RECOVERY_BUCKET_BYTES, -1, "full")
             self.update_weights(ray.get(payload), -1)
 

@@ -124,12 +124,13 @@ def test_broadcast_recovers_when_an_engine_restarts(actors):
 
 
 def test_restarted_engine_resyncs_itself_from_the_learner(ray_local):
-    """An engine given the learner's handle and killed (as the OOM killer would) comes back on the
+    """An engine given the learner's name and killed (as the OOM killer would) comes back on the
     learner's current weights, and the call in flight is retried on it instead of failing the run."""
     # num_cpus=0: the module's other actors still hold their CPU shares
-    learner = LearnerActor.options(num_cpus=0).remote("tiny-llama", "float32", 0, lr=1e-4, minibatch_samples=8,
-                                                      microbatch_samples=8)
-    engine = RolloutWorker.options(num_cpus=0).remote("hf", "tiny-llama", "float32", 0, learner=learner)
+    learner = LearnerActor.options(num_cpus=0, name="learner-resync-test").remote(
+        "tiny-llama", "float32", 0, lr=1e-4, minibatch_samples=8, microbatch_samples=8)
+    engine = RolloutWorker.options(num_cpus=0).remote("hf", "tiny-llama", "float32", 0,
+                                                      learner_name="learner-resync-test")
     tok = load_tokenizer("tiny-llama")
     try:
         one_step(learner, engine, tok, 60)
