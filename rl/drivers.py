@@ -57,6 +57,8 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
 
     ckpts = Checkpointer(Path(cfg.run.output_dir) / cfg.run.name / "checkpoints")
     for restarts in range(cfg.run.max_restarts + 1):
+        if restarts:
+            gc.collect()  # the dead attempt's actor handles go, so Ray frees their CPUs for this one
         try:
             summary = driver(cfg, resume=resume, address=address)
             return {**(summary or {}), "restarts": restarts}
@@ -68,5 +70,3 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
             print(f"rl: an actor of the run died ({type(e).__name__}); restarting from {where}, "
                   f"restart {restarts + 1} of run.max_restarts={cfg.run.max_restarts}", file=sys.stderr, flush=True)
             resume = latest is not None
-            del e
-            gc.collect()  # the dead attempt's actor handles go, so Ray frees their CPUs for the next one

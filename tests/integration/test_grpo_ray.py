@@ -150,7 +150,10 @@ def test_a_killed_learner_restarts_the_run_from_its_last_checkpoint(ray_local, t
     import psutil
 
     from rl.drivers import DRIVERS, run_with_restarts
-    cfg = tiny_cfg(tmp_path, "killed", "trainer.steps=6", "run.checkpoint_every_steps=2", "eval.before_after=false")
+    # 2 engines + the learner + a reward task fit local Ray's 2 CPUs only if the dead attempt's
+    # engines are gone: the restart would wait for resources forever if they lingered
+    cfg = tiny_cfg(tmp_path, "killed", "trainer.steps=6", "run.checkpoint_every_steps=2", "eval.before_after=false",
+                   "rollout.num_workers=2")
     result, errors = {}, []
 
     def run():
