@@ -59,17 +59,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["eval", "swebench"]:
-        return importlib.import_module("rl.swebench").main(argv[2:])
+        return importlib.import_module("rl.tools.swebench").main(argv[2:])
     if argv[:1] == ["value"]:
-        return importlib.import_module("rl.value").main_value(argv[1:])
+        return importlib.import_module("rl.v0.value").main_value(argv[1:])
     if argv[:1] == ["route"]:
-        return importlib.import_module("rl.route").main_route(argv[1:])
+        return importlib.import_module("rl.tools.route").main_route(argv[1:])
     if argv[:1] == ["plan"]:
-        return importlib.import_module("rl.plan").main_plan(argv[1:])
+        return importlib.import_module("rl.tools.realloc_plan").main_plan(argv[1:])
     if argv[:1] == ["sweep"]:
-        return importlib.import_module("rl.sweep").main_sweep(argv[1:])
+        return importlib.import_module("rl.tools.sweep").main_sweep(argv[1:])
     if argv[:1] == ["prefs"]:
-        return importlib.import_module("rl.prefs").main(argv[1:])
+        return importlib.import_module("rl.data.prefs").main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(dump(cfg), end="")
                 return 0
             return _train(cfg, args)
-        from rl.eval_cli import eval_checkpoint
+        from rl.tools.eval_checkpoint import eval_checkpoint
         eval_checkpoint(cfg, args.checkpoint, args.address)
         return 0
     except ConfigError as e:

@@ -17,12 +17,15 @@ from typing import Any, Literal
 
 import yaml
 
-from rl.control.config import ControlConfig
-from rl.dpo_config import DPOConfig
-
 
 class ConfigError(ValueError):
     """A recipe problem, reported as one line naming the key."""
+
+
+RENAMED = {"allocation.n_low": "allocation.min_samples_per_prompt",
+           "allocation.n_up": "allocation.max_samples_per_prompt",
+           **{f"trainer.sync_{k}": f"sync.{k}" for k in ("bucket_mb", "mode", "full_every_steps", "dense_threshold",
+                                                          "transport", "backend", "timeout_s")}}
 
 
 @dataclass
@@ -111,20 +114,25 @@ class TrainerConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
-    sync_bucket_mb: float = 32.0
-    sync_mode: Literal["full", "delta"] = "full"  # delta: ship only bf16 weights that changed
-    sync_full_every_steps: int = 10  # delta: a full sync every K steps
-    sync_dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
-    sync_transport: Literal["object_store", "broadcast"] = "object_store"  # broadcast: torch.distributed
-    sync_backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
-    sync_timeout_s: float = 300.0  # broadcast: rendezvous and per-broadcast timeout
+
+
+@dataclass
+class SyncConfig:
+    """Weight sync learner -> engines after every update (rl/workers/weight_sync.py)."""
+    bucket_mb: float = 32.0
+    mode: Literal["full", "delta"] = "full"  # delta: ship only bf16 weights that changed
+    full_every_steps: int = 10  # delta: a full sync every K steps
+    dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
+    transport: Literal["object_store", "broadcast"] = "object_store"  # broadcast: torch.distributed
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
+    timeout_s: float = 300.0  # broadcast: rendezvous and per-broadcast timeout
 
 
 @dataclass
 class AllocationConfig:
     name: str = "uniform"  # uniform | knapsack | curriculum
-    n_low: int = 2  # knapsack: fewest rollouts a prompt gets
-    n_up: int = 128  # knapsack: most rollouts a prompt gets
+    min_samples_per_prompt: int = 2  # knapsack: fewest rollouts a prompt gets (the paper's N_low)
+    max_samples_per_prompt: int = 128  # knapsack: most rollouts a prompt gets (N_up)
     success_threshold: float = 0.5  # reward at or above which a rollout counts as a success
     # curriculum length budgets (Train Long, Think Short): B(t) written into the prompt, cap 2B
     schedule: Literal["step_exponential", "n_drop", "linear"] = "step_exponential"
@@ -166,6 +174,67 @@ class CodingConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Offline preference optimisation (`algorithm.name: dpo`, SPECS §3)."""
+    pairs_path: str | None = None  # JSONL with prompt / chosen / rejected
+    from_rollouts: str | None = None  # or: a GRPO run's rollouts.jsonl -> best vs worst sample per prompt
+    beta: float = 0.1
+    epochs: int = 1
+    pairs_per_step: int = 8  # pairs per optimizer step
+    microbatch_pairs: int = 8  # pairs per forward/backward (gradient accumulation)
+    max_steps: int | None = None  # cap on optimizer steps (None: epochs x ceil(train pairs / pairs_per_step))
+    max_length_tokens: int = 256  # prompt + completion; longer completions are cut
+    append_eos: bool = True  # completions end with the end-of-turn token, as a finished reply does
+    eval_fraction: float = 0.1  # held-out pairs (split by prompt) for reward accuracy
+
+
+@dataclass
+class ControlConfig:
+    """Classic-control PPO (`algorithm.name: control_ppo`). Co-scaling rule (Beukman et al. 2026,
+    SPECS §10): `minibatch_samples` is absolute, so minibatches per epoch = num_envs * num_steps //
+    minibatch_samples grows with num_envs while lr, epochs and clip stay fixed."""
+    env_id: str = "CartPole-v1"          # CartPole-v1 | Acrobot-v1 | MountainCar-v0 | Pendulum-v1
+    num_envs: int = 64
+    num_steps: int = 32                  # rollout length per env per update
+    minibatch_samples: int = 512         # absolute; the minibatch count co-scales with num_envs
+    epochs: int = 4
+    lr: float = 2.5e-3
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    clip: float = 0.2                    # PPO ratio clip (eps_low = eps_high)
+    value_clip: float | None = None   # critic clip eps_v; None = unclipped 0.5 (V - R)^2
+    gamma: float = 0.99
+    lam: float = 0.95
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    total_env_steps: int = 300_000
+    max_updates: int = 0                 # 0 = as many as total_env_steps allows
+    stop_at_mean_return: float | None = None  # stop when the last 100 episodes average this
+    backend: Literal["numpy", "numba", "torch"] = "numba"
+    num_shards: int = 1                  # > 1: env slices on Ray actors (envs/control/pool.py)
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    activation: Literal["tanh", "relu"] = "tanh"
+    torch_threads: int = 1               # intra-op threads; 1 avoids spin contention on small batches, 0 = torch default
+    eval_episodes: int = 100
+    eval_deterministic: bool = True
+    ewma_decay: float = 0.0              # PPO-EWMA: > 0 clips against an EWMA of past policies
+    sweep_num_envs: list[int] = field(default_factory=list)  # non-empty: scaling study over N
+    progress_bar: bool = True
+
+    @property
+    def samples_per_update(self) -> int: return self.num_envs * self.num_steps  # noqa: E704
+
+    @property
+    def num_minibatches(self) -> int: return max(1, self.samples_per_update // self.minibatch_samples)  # noqa: E704
+
+    @property
+    def num_updates(self) -> int:  # 0 max_updates: as many as total_env_steps allows
+        return min(max(1, self.total_env_steps // self.samples_per_update), self.max_updates or 1 << 62)
+
+
+@dataclass
 class EvalConfig:
     every_steps: int = 0  # 0: only before and after training
     num_prompts: int = 200
@@ -183,6 +252,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only
@@ -259,6 +329,8 @@ def build(cls: type, data: dict, path: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else str(key)
+        if key not in names and dotted in RENAMED:
+            raise ConfigError(f"unknown key '{dotted}': it was renamed; did you mean '{RENAMED[dotted]}'?")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean '{(path + '.' if path else '') + close[0]}'?" if close else ""

@@ -60,3 +60,77 @@ class RolloutBatch:
             turns=None if self.turns is None else self.turns[idx],
             weight_versions=None if self.weight_versions is None else self.weight_versions[idx],
             loss_mask=None if self.loss_mask is None else self.loss_mask[idx])
+
+    # -- building, joining and splitting batches: the one copy of the padding and chunking glue --
+    @classmethod
+    def from_sequences(cls, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                       logprobs: list[list[float]], group_ids: list[int], rewards, pad_id: int, *,
+                       loss_masks: list[list[int]] | None = None, finish_reasons: list[str] | None = None,
+                       turns: list[int] | None = None, weight_versions: list[int] | None = None) -> "RolloutBatch":
+        """Right-pads ragged per-sample token lists into a batch.
+
+        prompt_ids: [num_groups][len]; completion_ids, logprobs (and loss_masks): [num_samples][len_i];
+        group_ids: [num_samples] in 0..num_groups-1; rewards: [num_samples].
+        Example: RolloutBatch.from_sequences([[1, 2]], [[5], [6, 7]], [[-.1], [-.2, -.3]], [0, 0], [1., 0.], 2)
+                 -> completion_ids [[5, 2], [6, 7]], completion_mask [[1, 0], [1, 1]]
+        """
+        n, width = len(completion_ids), max(1, max((len(c) for c in completion_ids), default=0))
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        logps = torch.zeros((n, width), dtype=torch.float32)
+        lmask = torch.zeros((n, width), dtype=torch.long) if loss_masks is not None else None
+        for i, c in enumerate(completion_ids):
+            ids[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+            mask[i, :len(c)] = 1
+            logps[i, :len(c)] = torch.tensor(logprobs[i], dtype=torch.float32)
+            if lmask is not None:
+                lmask[i, :len(c)] = torch.tensor(loss_masks[i], dtype=torch.long)
+        return cls(prompt_ids=list(prompt_ids), completion_ids=ids, completion_mask=mask, logprobs=logps,
+                   group_ids=torch.tensor(group_ids, dtype=torch.long),
+                   rewards=torch.as_tensor(rewards, dtype=torch.float32), finish_reasons=list(finish_reasons or []),
+                   turns=torch.tensor(turns if turns is not None else [1] * n, dtype=torch.long),
+                   weight_versions=None if weight_versions is None else torch.tensor(weight_versions),
+                   loss_mask=lmask)
+
+    @classmethod
+    def concat(cls, batches: list["RolloutBatch"], pad_id: int) -> "RolloutBatch":
+        """One batch from several (e.g. DAPO dynamic-sampling rounds): groups renumbered in order,
+        completions right-padded to the widest."""
+        if len(batches) == 1:
+            return batches[0]
+        width = max(b.completion_ids.shape[1] for b in batches)
+
+        def cat(name: str, value):
+            parts = [getattr(b, name) for b in batches]
+            if any(p is None for p in parts):
+                return None
+            if parts[0].dim() == 2:
+                parts = [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=value) for p in parts]
+            return torch.cat(parts)
+        offsets = [0]
+        for b in batches[:-1]:
+            offsets.append(offsets[-1] + len(b.prompt_ids))
+        return cls(prompt_ids=[p for b in batches for p in b.prompt_ids], completion_ids=cat("completion_ids", pad_id),
+                   completion_mask=cat("completion_mask", 0), logprobs=cat("logprobs", 0.0),
+                   group_ids=torch.cat([b.group_ids + o for b, o in zip(batches, offsets)]),
+                   rewards=torch.cat([b.rewards for b in batches]),
+                   finish_reasons=[f for b in batches for f in b.finish_reasons], turns=cat("turns", 0),
+                   weight_versions=cat("weight_versions", 0), loss_mask=cat("loss_mask", 0))
+
+    def chunks(self, max_samples: int) -> list[tuple["RolloutBatch", torch.Tensor]]:
+        """Consecutive whole groups packed into sub-batches of at most `max_samples` samples (a bigger
+        group alone), each with the boolean row mask [num_samples] that selects its samples here (to
+        index per-sample tensors such as advantages). The one micro/mini-batch splitter."""
+        sizes = torch.bincount(self.group_ids).tolist()
+        out, cur, n = [], [], 0
+        for g, s in enumerate(sizes):
+            if s == 0:
+                continue
+            if cur and n + s > max_samples:
+                out.append(cur)
+                cur, n = [], 0
+            cur.append(g)
+            n += s
+        if cur:
+            out.append(cur)
+        return [(self.select_groups(gs), torch.isin(self.group_ids, torch.tensor(gs))) for gs in out]

@@ -13,7 +13,7 @@ The payload is any tree of dataclasses and lists (list[WeightBucket] for a full 
 for a delta); `flatten_payload` swaps every numpy array for an `ArraySlot` and concatenates the bytes,
 `rebuild_payload` inverts it exactly (bit-for-bit: the receiver's CRC checks still run on the result).
 
-Example (what rl.sync drives through the actors):
+Example (what rl.workers.weight_sync drives through the actors):
     store, host, port = SyncGroup.listen(world_size=3)                     # rank 0, first
     g = SyncGroup.join("", 0, 0, 3, "gloo", store=store)                   # rank 0 } at the
     g = SyncGroup.join(host, port, rank, 3, "gloo")                        # 1, 2   } same time

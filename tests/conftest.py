@@ -11,7 +11,7 @@ def ray_local():
     """One local Ray instance for the whole test session."""
     import ray
 
-    from rl.workers import init_ray
+    from rl.workers.ray_setup import init_ray
     init_ray()
     yield ray
 

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 ARMS = {"uniform": ["allocation.name=uniform"],
-        "knapsack": ["allocation.name=knapsack", "allocation.n_low=2", "allocation.n_up=32"]}
+        "knapsack": ["allocation.name=knapsack", "allocation.min_samples_per_prompt=2", "allocation.max_samples_per_prompt=32"]}
 
 
 def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
     from rl.config import load_config
-    from rl.logging import read_metrics
-    from rl.trainer import train
+    from rl.drivers.grpo import train
+    from rl.run.logging import read_metrics
     steps = a.epochs * a.train_prompts // a.prompts_per_step
     cfg = load_config(None, [
         f"run.name={name}", f"run.output_dir={out_dir}", "run.wandb_mode=disabled", f"run.seed={a.seed}",
@@ -47,7 +47,7 @@ def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
 
 def v0_auc(out_dir: Path, window_steps: int) -> dict:
     """V0 trained on the uniform run's history (one policy per epoch), evaluated on the knapsack run's."""
-    from rl.value import main_value
+    from rl.v0.value import main_value
     pred = out_dir / "v0.pt"
     hist = out_dir / "uniform" / "rollouts.jsonl"
     w = str(window_steps)

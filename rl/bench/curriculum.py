@@ -17,8 +17,8 @@ from pathlib import Path
 
 def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
     from rl.config import load_config
-    from rl.logging import read_metrics
-    from rl.trainer import train
+    from rl.drivers.grpo import train
+    from rl.run.logging import read_metrics
     cfg = load_config("recipes/grpo_curriculum_arith.yaml", [
         f"run.name={name}", f"run.output_dir={out_dir}", "run.wandb_mode=disabled", f"run.seed={a.seed}",
         "run.checkpoint_every_steps=0", f"trainer.steps={a.steps}", f"trainer.prompts_per_step={a.prompts_per_step}",

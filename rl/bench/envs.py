@@ -81,8 +81,8 @@ def bench_with_inference(n: int, min_s: float) -> float:
 
 
 def bench_with_training(n: int, tmp: pathlib.Path) -> dict[str, float]:
-    from rl.control.config import ControlConfig
-    from rl.control.train import train_control
+    from rl.config import ControlConfig
+    from rl.drivers.control_ppo import train_control
     cfg = ControlConfig(num_envs=n, num_steps=4, minibatch_samples=min(131072, n * 4), epochs=1,
                         max_updates=2, total_env_steps=10 ** 12, eval_episodes=0,
                         progress_bar=False, torch_threads=torch.get_num_threads())

@@ -21,8 +21,8 @@ PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS = 8, 8, 16
 
 def ours(steps: int, out_dir: Path) -> list[float]:
     from rl.config import load_config
-    from rl.logging import read_metrics
-    from rl.trainer import train
+    from rl.drivers.grpo import train
+    from rl.run.logging import read_metrics
     cfg = load_config(None, [
         "run.name=bench_grpo_step", f"run.output_dir={out_dir}", "run.wandb_mode=disabled",
         "run.checkpoint_every_steps=0", "run.progress_bar=false", "model.name=smollm2-135m",
@@ -49,7 +49,7 @@ def trl(steps: int, out_dir: Path) -> list[float]:
     from trl import GRPOConfig, GRPOTrainer
 
     from envs.tasks import ArithmeticTask
-    from rl.models import load_tokenizer, resolve_model_path
+    from rl.workers.models import load_tokenizer, resolve_model_path
     torch.set_num_threads(os.cpu_count() or 1)
     task = ArithmeticTask(digits=[1, 2, 3], train_size=2000, eval_size=200, seed=0)
     rows = [{"prompt": [{"role": "user", "content": e.prompt}], "answer": e.answer}

@@ -51,7 +51,7 @@ def _best_of(fn, repeats: int) -> float:
 
 
 def measure(name: str, repeats: int, batch: int) -> list[tuple[LlamaShape, Call, float, str]]:
-    from rl.models import load_model
+    from rl.workers.models import load_model
 
     model = load_model(name)
     shape = shape_of(model)
@@ -137,7 +137,7 @@ def holdout(hw, smollm2: LlamaShape) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
-    from rl.plan import run_plan
+    from rl.tools.realloc_plan import run_plan
 
     p = argparse.ArgumentParser(prog="rl bench plan", description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=2)

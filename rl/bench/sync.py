@@ -24,7 +24,8 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
+
+from rl.config import SyncConfig
 
 PROMPTS, SAMPLES, NEW_TOKENS = 4, 4, 16
 
@@ -33,7 +34,7 @@ def rollout_batch(engine, encode, examples, seed: int):
     import ray
     import torch
 
-    from rl.collect import to_batch
+    from rl.drivers.experience import to_batch
     from rollout.types import GenerationRequest
     reqs = [GenerationRequest(prompt_ids=encode(ex), n=SAMPLES, max_new_tokens=NEW_TOKENS, request_id=i)
             for i, ex in enumerate(examples)]
@@ -45,11 +46,11 @@ def rollout_batch(engine, encode, examples, seed: int):
 def run_lr(lr: float, steps: int, engine, encode, task, bucket_mb: float) -> dict:
     import ray
 
-    from rl.models import SMOLLM2
-    from rl.sync import sync_weights
-    from rl.workers import LearnerActor, local_threads
-    cfg = SimpleNamespace(sync_bucket_mb=bucket_mb, sync_mode="delta", sync_full_every_steps=0,
-                          sync_dense_threshold=0.4)
+    from rl.workers.learner import LearnerActor
+    from rl.workers.models import SMOLLM2
+    from rl.workers.ray_setup import local_threads
+    from rl.workers.weight_sync import sync_weights
+    cfg = SyncConfig(bucket_mb=bucket_mb, mode="delta", full_every_steps=0, dense_threshold=0.4)
     learner = LearnerActor.remote(SMOLLM2, "float32", 0, lr=lr, minibatch_samples=PROMPTS * SAMPLES,
                                   microbatch_samples=SAMPLES, num_threads=local_threads())
     n_params = ray.get(learner.num_parameters.remote())
@@ -106,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from envs.tasks import ArithmeticTask
-    from rl.collect import PromptEncoder
-    from rl.models import SMOLLM2, load_tokenizer
-    from rl.workers import RolloutWorker, init_ray
+    from rl.data.prompts import PromptEncoder
+    from rl.workers.models import SMOLLM2, load_tokenizer
+    from rl.workers.ray_setup import init_ray
+    from rl.workers.rollout_worker import RolloutWorker
     init_ray()
     t0 = time.time()
     engine = RolloutWorker.remote("vllm", SMOLLM2, "float32", 0, engine_kwargs={

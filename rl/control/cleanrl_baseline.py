@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import gymnasium
-import numpy as np
 import torch
 from torch.distributions import Categorical
 

@@ -12,13 +12,13 @@ import dataclasses
 import json
 import pathlib
 
-from rl.control.config import ControlConfig
-from rl.logging import read_metrics
+from rl.config import ControlConfig
+from rl.run.logging import read_metrics
 
 
 def run_scaling(control: ControlConfig, seed: int, run_dir: pathlib.Path,
                 wandb_mode: str = "auto") -> dict[str, float]:
-    from rl.control.train import train_control
+    from rl.drivers.control_ppo import train_control
 
     run_dir.mkdir(parents=True, exist_ok=True)
     curves: dict[int, list[tuple[float, float]]] = {}

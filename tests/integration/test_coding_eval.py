@@ -101,7 +101,7 @@ def test_dynamic_extends_only_without_patch(gen_tasks):
 
 
 def test_cli_scripted_agent_solves_everything(tmp_path):
-    from rl.swebench import main
+    from rl.tools.swebench import main
     out = tmp_path / "run"
     rc = main(["--tasks", "generator:3", "--agent", "scripted", "--workers", "2", "--out", str(out)])
     assert rc == 0
@@ -118,7 +118,7 @@ def test_cli_scripted_agent_solves_everything(tmp_path):
 def test_cli_turn_control_mechanics(tmp_path, capsys):
     """Replayed agents: fixed P75 cuts cost vs unlimited; dynamic P50->P75 cuts it further at an
     equal or better solve rate (SPECS.md §7)."""
-    from rl.swebench import main
+    from rl.tools.swebench import main
     out = tmp_path / "study"
     rc = main(["--tasks", "generator:6", "--agent", "replay", "--calibrate", "--turn-control",
                "fixed:p75", "dynamic:p50-p75", "--workers", "2", "--out", str(out)])

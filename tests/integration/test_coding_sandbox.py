@@ -141,7 +141,7 @@ def test_cli_docker_backend_exits_nonzero(capsys):
         pytest.skip("a docker engine answers here")
     except SandboxUnavailable:
         pass
-    from rl.swebench import main
+    from rl.tools.swebench import main
     start = time.monotonic()
     rc = main(["--tasks", "generator:1", "--backend", "docker", "--out", "/nonexistent/never"])
     assert rc != 0 and time.monotonic() - start < 15

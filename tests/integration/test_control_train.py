@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from rl.control.config import ControlConfig, load_control_recipe
+from rl.config import ControlConfig, load_config
+from rl.control.buffer import EpisodeTracker, RolloutBuffer, collect
 from rl.control.ppo import explained_variance, ppo_update
-from rl.control.policy import ActorCritic
-from rl.control.rollout import EpisodeTracker, RolloutBuffer, collect
-from rl.control.train import build_agent, make_env, train_control
+from rl.drivers.control_ppo import build_agent, make_env, train_control
 
 FAST = dict(progress_bar=False, eval_episodes=8, torch_threads=1)
 
@@ -29,10 +28,10 @@ def test_co_scaling_rule():
 
 def test_recipes_load():
     for name in ("ppo_cartpole", "ppo_cartpole_1m", "ppo_cartpole_scaling"):
-        cfg, seed, run = load_control_recipe(f"recipes/{name}.yaml")
+        full = load_config(f"recipes/{name}.yaml"); cfg, seed, run = full.control, full.run.seed, full.run.name
         assert run == name and seed == 1
-    assert load_control_recipe("recipes/ppo_cartpole_1m.yaml")[0].num_envs == 1_048_576
-    assert load_control_recipe("recipes/ppo_cartpole_scaling.yaml")[0].sweep_num_envs[-1] == 1 << 20
+    assert load_config("recipes/ppo_cartpole_1m.yaml").control.num_envs == 1_048_576
+    assert load_config("recipes/ppo_cartpole_scaling.yaml").control.sweep_num_envs[-1] == 1 << 20
 
 
 def test_explained_variance_hand_computed():

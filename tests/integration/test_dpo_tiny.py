@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from rl.config import load_config
-from rl.dpo import train_dpo
-from rl.logging import read_metrics
-from rl.models import load_model
+from rl.drivers.dpo import train_dpo
+from rl.run.logging import read_metrics
+from rl.workers.models import load_model
 
 ROOT = Path(__file__).parent.parent.parent
 

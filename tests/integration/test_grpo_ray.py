@@ -1,16 +1,14 @@
 """The GRPO loop on local Ray with the tiny model: it trains, survives bad rewards, and resumes."""
-import json
 import re
 from pathlib import Path
 
-import pytest
 import torch
 
 from rl.config import RewardConfig, load_config
-from rl.logging import read_metrics
-from rl.models import load_model
-from rl.rewards import score
-from rl.trainer import train
+from rl.drivers.grpo import train
+from rl.drivers.rewards import score
+from rl.run.logging import read_metrics
+from rl.workers.models import load_model
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "reward_plugins.py"
@@ -84,7 +82,7 @@ def test_run_with_a_raising_reward_completes(ray_local, tmp_path):
 
 def test_knapsack_budgets_vary_group_sizes_through_the_loop(ray_local, tmp_path):
     cfg = tiny_cfg(tmp_path, "knap", "trainer.steps=6", "eval.before_after=false", "task.train_size=8",
-                   "task.eval_size=4", "allocation.name=knapsack", "allocation.n_low=2", "allocation.n_up=8",
+                   "task.eval_size=4", "allocation.name=knapsack", "allocation.min_samples_per_prompt=2", "allocation.max_samples_per_prompt=8",
                    f"rewards.0.fn={PLUGINS}:prompt_dependent_coin")
     train(cfg)
     rows = read_metrics(tmp_path / "knap" / "metrics.jsonl")
@@ -121,9 +119,9 @@ def test_dapo_dynamic_sampling_and_overlong_shaping_run(ray_local, tmp_path):
 
 def test_v0_predictions_set_budgets_for_unseen_prompts(ray_local, tmp_path):
     import yaml
-
-    from rl.value import main_value
     from value_synth import write_run
+
+    from rl.v0.value import main_value
     runs = [write_run(tmp_path / f"hist{i}" / "rollouts.jsonl", skill, 0.05, steps=10, seed=i)
             for i, skill in enumerate([0.5, 1.5, 2.5])]
     (tmp_path / "hist0" / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny-llama"}}))
@@ -131,7 +129,7 @@ def test_v0_predictions_set_budgets_for_unseen_prompts(ray_local, tmp_path):
     assert main_value(["train", *map(str, runs), "--out", str(predictor), "--window-steps", "5",
                        "--steps", "60", "--seed", "0"]) == 0
     cfg = tiny_cfg(tmp_path, "v0run", "trainer.steps=2", "eval.before_after=false", "task.digits=[1, 2]",
-                   "task.train_size=40", "allocation.name=knapsack", "allocation.n_low=2", "allocation.n_up=8",
+                   "task.train_size=40", "allocation.name=knapsack", "allocation.min_samples_per_prompt=2", "allocation.max_samples_per_prompt=8",
                    f"allocation.v0_predictor={predictor}", f"rewards.0.fn={PLUGINS}:prompt_dependent_coin")
     train(cfg)
     rows = read_metrics(tmp_path / "v0run" / "metrics.jsonl")

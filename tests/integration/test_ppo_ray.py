@@ -4,11 +4,11 @@ from pathlib import Path
 import torch
 
 from rl.config import load_config
-from rl.critic import Critic, completion_values
-from rl.logging import read_metrics
-from rl.models import load_model
-from rl.ppo import train_ppo
+from rl.drivers.ppo import train_ppo
+from rl.run.logging import read_metrics
 from rl.types import RolloutBatch
+from rl.workers.critic import Critic, completion_values
+from rl.workers.models import load_model
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

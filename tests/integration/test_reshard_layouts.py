@@ -14,8 +14,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def tiny():
-    from rl.models import load_model
-    from rl.realloc_workers import full_params
+    from rl.workers.models import load_model
+    from rl.workers.realloc import full_params
     model = load_model("tiny-llama", seed=0)
     return full_params(model), ModelSpec.from_hf_config(model.config)
 
@@ -29,7 +29,7 @@ def _assert_layout(ray, workers, layout, full, spec):
 
 
 def _chain(ray, tiny, world_size, chain):
-    from rl.realloc_workers import start_reshard_workers
+    from rl.workers.realloc import start_reshard_workers
 
     full, spec = tiny
     shapes = {n: tuple(t.shape) for n, t in full.items()}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from rl.logging import read_metrics
-from rl.sweep import load_sweep, run_sweep
+from rl.run.logging import read_metrics
+from rl.tools.sweep import load_sweep, run_sweep
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

@@ -6,17 +6,18 @@ import pytest
 import ray
 import torch
 
-from rl.collect import to_batch
-from rl.models import load_tokenizer
-from rl.sync import after_train, before_train, sync_weights
-from rl.workers import LearnerActor, RolloutWorker
+from rl.config import SyncConfig
+from rl.drivers.experience import to_batch
+from rl.workers.learner import LearnerActor
+from rl.workers.models import load_tokenizer
+from rl.workers.rollout_worker import RolloutWorker
+from rl.workers.weight_sync import after_train, before_train, sync_weights
 from rollout.types import GenerationRequest
 
 
 def trainer_cfg(mode, full_every=3, transport="object_store"):
-    return SimpleNamespace(sync_bucket_mb=0.25, sync_mode=mode, sync_full_every_steps=full_every,
-                           sync_dense_threshold=0.4, sync_transport=transport, sync_backend="auto",
-                           sync_timeout_s=60.0)
+    return SyncConfig(bucket_mb=0.25, mode=mode, full_every_steps=full_every, dense_threshold=0.4,
+                      transport=transport, backend="auto", timeout_s=60.0)
 
 
 def one_step(learner, engine, tok, step):

@@ -1,4 +1,4 @@
-"""V0 shell (rl/value.py) on the tiny random model and synthetic run histories: policy windows,
+"""V0 shell (rl/v0/value.py) on the tiny random model and synthetic run histories: policy windows,
 the frozen embedder, training across policies, intra-policy AUC next to kNN, save/load, the
 trainer's predict_success hook and the CLI's errors."""
 from __future__ import annotations
@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 import yaml
+from value_synth import problems, write_run
 
 from allocation.knapsack import KnapsackAllocator, KnapsackState
-from rl.value import (PromptEmbedder, load_predictor, main_value, policy_windows, predict_success,
-                      read_outcomes)
-from value_synth import problems, write_run
+from rl.v0.value import (PromptEmbedder, load_predictor, main_value, policy_windows, predict_success,
+                         read_outcomes)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,4 @@
-"""`rl route` (rl/route.py): a cheap weak model and an expensive strong one, each described only by
+"""`rl route` (rl/tools/route.py): a cheap weak model and an expensive strong one, each described only by
 its rollouts; V0 routes to the cheap one at low beta and to the accurate one at high beta."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-
-from rl.route import load_context, main_route, route_table
-from rl.value import main_value
 from value_synth import problems, write_run
+
+from rl.tools.route import load_context, main_route, route_table
+from rl.v0.value import main_value
 
 
 @pytest.fixture(scope="module", autouse=True)

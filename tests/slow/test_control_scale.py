@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from rl.control.config import load_control_recipe
-from rl.control.train import train_control
+from rl.config import load_config
+from rl.drivers.control_ppo import train_control
 
 pytestmark = pytest.mark.slow
 
 
 def test_ppo_cartpole_recipe_solves(tmp_path):
-    cfg, seed, _ = load_control_recipe("recipes/ppo_cartpole.yaml")
+    full = load_config("recipes/ppo_cartpole.yaml"); cfg, seed = full.control, full.run.seed
     cfg.progress_bar = False
     t0 = time.perf_counter()
     out = train_control(cfg, seed, tmp_path, wandb_mode="disabled")
@@ -28,8 +28,8 @@ def test_ppo_cartpole_recipe_solves(tmp_path):
 
 _SCRIPT = """
 import json, resource, sys, pathlib
-from rl.control.config import ControlConfig
-from rl.control.train import train_control
+from rl.config import ControlConfig
+from rl.drivers.control_ppo import train_control
 cfg = ControlConfig(num_envs=1_048_576, num_steps=2, minibatch_samples=262_144, epochs=1,
                     hidden_sizes=[32, 32], max_updates=3, total_env_steps=10 ** 12,
                     eval_episodes=0, progress_bar=False, torch_threads=1)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rl.config import load_config
-from rl.logging import read_metrics
-from rl.models import load_policy, smollm2_folder
-from rl.trainer import train
+from rl.drivers.grpo import train
+from rl.run.logging import read_metrics
+from rl.workers.models import load_policy, smollm2_folder
 
 ROOT = Path(__file__).parent.parent.parent
 

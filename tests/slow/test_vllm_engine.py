@@ -9,10 +9,12 @@ import torch
 
 pytest.importorskip("vllm")
 
-from rl.collect import to_batch  # noqa: E402
-from rl.models import SMOLLM2, load_tokenizer  # noqa: E402
-from rl.sync import sync_weights  # noqa: E402
-from rl.workers import LearnerActor, RolloutWorker  # noqa: E402
+from rl.config import SyncConfig  # noqa: E402
+from rl.drivers.experience import to_batch  # noqa: E402
+from rl.workers.learner import LearnerActor
+from rl.workers.models import SMOLLM2, load_tokenizer  # noqa: E402
+from rl.workers.rollout_worker import RolloutWorker  # noqa: E402
+from rl.workers.weight_sync import sync_weights  # noqa: E402
 from rollout.types import GenerationRequest  # noqa: E402
 
 QUESTIONS = ["What is 12 + 30?", "Name a colour.", "Write one word about the sea."]
@@ -31,8 +33,8 @@ def greedy(engine, tok, max_new_tokens=10):
 
 
 def cfg(mode, transport="object_store"):
-    return SimpleNamespace(sync_bucket_mb=32, sync_mode=mode, sync_full_every_steps=10, sync_dense_threshold=0.4,
-                           sync_transport=transport, sync_backend="gloo", sync_timeout_s=120.0)
+    return SyncConfig(bucket_mb=32, mode=mode, full_every_steps=10, dense_threshold=0.4,
+                      transport=transport, backend="gloo", timeout_s=120.0)
 
 
 def train_steps(learner, engine, tok, steps, seed):

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from algorithms.segments import (broadcast_to_samples, group_sizes, masked_mean, masked_sum,
-                                 masked_whiten, segment_index, segment_max, segment_mean,
-                                 segment_min, segment_std, segment_sum)
+from algorithms.segments import (broadcast_to_samples, group_sizes, masked_mean, masked_sum, masked_whiten,
+                                 segment_index, segment_max, segment_mean, segment_min, segment_std,
+                                 segment_sum)
 
 D = torch.float64
 # Unsorted, non-contiguous ids; sizes 3 (id 7), 2 (id 3), 1 (id 10).

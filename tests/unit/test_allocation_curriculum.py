@@ -6,9 +6,9 @@ import functools
 import pytest
 import torch
 
-from allocation.curriculum import (CurriculumAllocator, band_length_reward, curriculum_reward,
-                                   linear_budget, n_drop_budget, step_exponential_budget,
-                                   triangular_length_reward, with_length_budget)
+from allocation.curriculum import (CurriculumAllocator, band_length_reward, curriculum_reward, linear_budget,
+                                   n_drop_budget, step_exponential_budget, triangular_length_reward,
+                                   with_length_budget)
 from allocation.knapsack import KnapsackAllocator
 
 

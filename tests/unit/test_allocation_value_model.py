@@ -8,10 +8,9 @@ import math
 import pytest
 import torch
 
-from allocation.value_model import (InContextValueModel, QueryPoolingAdapter, auc,
-                                    intra_policy_auc, knn_baseline, normalise_costs,
-                                    pareto_table, relabel_rewards, route, route_scores,
-                                    utility_budget, v0_budgets, v0_loss, v0_train_step)
+from allocation.value_model import (InContextValueModel, QueryPoolingAdapter, auc, intra_policy_auc,
+                                    knn_baseline, normalise_costs, pareto_table, relabel_rewards, route,
+                                    route_scores, utility_budget, v0_budgets, v0_loss, v0_train_step)
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@ import pytest
 from envs.coding.grading import grade_log
 
 swebench = pytest.importorskip("swebench")
-from swebench.harness.grading import (get_eval_tests_report, get_logs_eval,  # noqa: E402
-                                      get_resolution_status)
+from swebench.harness.grading import (  # noqa: E402
+    get_eval_tests_report,
+    get_logs_eval,
+    get_resolution_status,
+)
 from swebench.types import TestSpec  # noqa: E402
-
 from test_coding_grading import F2P, FAIL_BODY, P2P, PASS_BODY, _log  # noqa: E402
 
 LOGS = {

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from rollout.delta_sync import (BITMASK, DENSE, GAPS, INDICES, DeltaBucket, DeltaReceiver, DeltaSender, DeltaSyncError,
-                                bf16_crcs, decode_bucket, decode_gaps, encode_bucket, encode_gaps)
+from rollout.delta_sync import (BITMASK, DENSE, GAPS, INDICES, DeltaBucket, DeltaReceiver, DeltaSender,
+                                DeltaSyncError, bf16_crcs, decode_bucket, decode_gaps, encode_bucket,
+                                encode_gaps)
 from rollout.weight_sync import apply_bucket
 
 

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from rl.dpo import DPOLearner
-from rl.models import load_tokenizer
-from rl.prefs import PreferencePair, encode_pairs
+from rl.data.prefs import PreferencePair, encode_pairs
+from rl.workers.dpo_learner import DPOLearner
+from rl.workers.models import load_tokenizer
 
 PAIRS = [PreferencePair(f"What is {a} + {b}? Reply with only the final number.", str(a + b), r)
          for a, b, r in [(1, 2, "4"), (10, 5, "The answer is 14."), (7, 7, "77"), (3, 9, "11")]]

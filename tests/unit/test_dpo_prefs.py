@@ -5,10 +5,11 @@ import json
 import pytest
 
 from rl.config import ConfigError, load_config
-from rl.dpo import check_dpo_config, step_pairs, total_steps
-from rl.models import load_tokenizer
-from rl.prefs import (PreferencePair, best_vs_worst, chat_prompt_ids, encode_pairs, load_pairs, main,
-                      pairs_from_rollouts, split_pairs, write_pairs)
+from rl.data.prompts import chat_prompt_ids
+from rl.data.prefs import (PreferencePair, best_vs_worst, encode_pairs, load_pairs, main,
+                           pairs_from_rollouts, split_pairs, write_pairs)
+from rl.drivers.dpo import check_dpo_config, step_pairs, total_steps
+from rl.workers.models import load_tokenizer
 
 
 def write_jsonl(path, rows):

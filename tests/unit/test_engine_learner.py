@@ -4,9 +4,8 @@ import copy
 import pytest
 import torch
 
-from rl.learner import Learner, LossSettings, completion_logprobs, split_groups
-from rl.models import load_policy
-from rl.types import RolloutBatch
+from rl.workers.learner import Learner, LossSettings, completion_logprobs, split_groups
+from rl.workers.models import load_policy
 from rollout.hf_engine import HFEngine, left_pad
 from rollout.types import GenerationRequest
 from rollout.weight_sync import apply_bucket, pack_buckets, params_checksum
@@ -76,7 +75,7 @@ def make_batch(model, tok, n_per_group=(3, 1, 4), T=6, temperature=1.0):
     reqs = [GenerationRequest(prompt_ids=prompt_ids(tok, t), n=n, max_new_tokens=T, temperature=temperature,
                               request_id=i) for i, (t, n) in enumerate(zip(texts, n_per_group))]
     comps = eng.generate(reqs, seed=1)
-    from rl.collect import to_batch
+    from rl.drivers.experience import to_batch
     rewards = torch.arange(len(comps), dtype=torch.float32) % 3
     return to_batch(reqs, comps, [c.request_id for c in comps], rewards, tok.pad_token_id), comps
 

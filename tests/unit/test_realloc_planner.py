@@ -5,8 +5,8 @@ import pytest
 
 from rollout.realloc.cluster import PRESETS, ClusterSpecError, parse_cluster_spec
 from rollout.realloc.cost_model import (OPTIMIZER_BYTES_PER_PARAM, Call, Hardware, LlamaShape, Strategy,
-                                        allreduce_s, call_memory_bytes, call_seconds, forward_flops,
-                                        kernel_s, pipeline_s)
+                                        allreduce_s, call_memory_bytes, call_seconds, forward_flops, kernel_s,
+                                        pipeline_s)
 from rollout.realloc.planner import Candidate, PlanModel, realloc_seconds
 from rollout.realloc.search import colocated, half_half, mh_search, plan_cluster
 

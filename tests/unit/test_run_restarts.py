@@ -3,9 +3,9 @@ tests/integration/test_grpo_ray.py kills a real learner)."""
 import pytest
 import ray.exceptions
 
-from rl.checkpoint import Checkpointer
 from rl.config import ConfigError, load_config
 from rl.drivers import run_with_restarts
+from rl.run.checkpoint import Checkpointer
 
 
 def cfg_in(tmp_path, *overrides):

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from rl.config import ConfigError
-from rl.sweep import load_sweep, main_sweep, trial_bundles, trial_config, tune_space
-from rl.sweep_results import rank, table
+from rl.tools.sweep import load_sweep, main_sweep, trial_bundles, trial_config, tune_space
+from rl.tools.sweep_results import rank, table
 
 ROOT = Path(__file__).parent.parent.parent
 TINY = str(ROOT / "recipes" / "tiny.yaml")
@@ -117,8 +117,8 @@ def test_rows_come_from_the_trial_dirs_of_this_sweep(tmp_path):
     import json
     import os
 
-    from rl.sweep import SweepSpec
-    from rl.sweep_results import collect_rows, write_results
+    from rl.tools.sweep import SweepSpec
+    from rl.tools.sweep_results import collect_rows, write_results
     spec = SweepSpec(name="s", base=TINY, space={"trainer.lr": {"grid": [1, 2]}}, metric="m", mode="min")
     for name, lr, values, done in [("trial_00", 1e-4, [3.0, 2.0], True), ("trial_01", 1e-3, [1.5], False),
                                    ("trial_02", 1e-2, [0.1], True)]:

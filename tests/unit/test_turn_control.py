@@ -1,9 +1,9 @@
 """Turn control (SPECS.md §7): percentile caps, reminders, one-time extension, cost accounting."""
 import pytest
 
-from allocation.turn_control import (EXTENSION, REMINDER, TurnPolicy, TurnState, after_turn,
-                                     cost_reduction, initial_state, parse_turn_control,
-                                     percentile_turns, trajectory_cost, turn_budget, turn_costs)
+from allocation.turn_control import (EXTENSION, REMINDER, TurnPolicy, TurnState, after_turn, cost_reduction,
+                                     initial_state, parse_turn_control, percentile_turns, trajectory_cost,
+                                     turn_budget, turn_costs)
 
 
 def test_percentile_hand_computed():

@@ -20,7 +20,7 @@ A sweep spec is a base recipe plus a search space over dotted config keys:
     address: null                          # a Ray cluster (or --address)
 
 Each trial runs the toolkit's own driver (`rl.drivers.DRIVERS`) in its run dir runs/<name>/<trial>/
-and reports every logged step to Tune through `rl.logging.STEP_CALLBACKS`. The actors a driver
+and reports every logged step to Tune through `rl.run.logging.STEP_CALLBACKS`. The actors a driver
 starts are captured by the trial's placement group (one bundle per actor, an empty head bundle for
 the driver itself). Results: runs/<name>/results.csv and results.json, a table printed best first,
 and runs/<name>/sweep.png (the metric per trial over steps). wandb groups the trials by the sweep
@@ -280,13 +280,14 @@ def trial_bundles(cfg: Config) -> list[dict]:
     itself runs in the trial with no reservation)."""
     name = cfg.algorithm.name
     if name == "dpo":
-        from rl.dpo import actor_bundles
+        from rl.drivers.dpo import actor_bundles
         return actor_bundles(cfg)
     if name == "control_ppo":
         c = cfg.control
         return [{"CPU": 1.0}] + ([{"CPU": 1.0}] * c.num_shards if c.num_shards > 1 else [])
-    from rl.rewards import _score_task
-    from rl.workers import LearnerActor, RolloutWorker
+    from rl.drivers.rewards import _score_task
+    from rl.workers.learner import LearnerActor
+    from rl.workers.rollout_worker import RolloutWorker
     bundles = [{"CPU": _cpus(RolloutWorker)} for _ in range(cfg.rollout.num_workers)]
     bundles += [{"CPU": _cpus(LearnerActor)}, {"CPU": _cpus(_score_task) * len(cfg.rewards)}]
     if name == "ppo":  # the critic (own actor unless colocated) and the frozen reference
@@ -307,7 +308,7 @@ def run_trial(params: dict, setup: dict) -> None:
     from ray import tune
 
     from rl.drivers import DRIVERS
-    from rl.logging import STEP_CALLBACKS
+    from rl.run.logging import STEP_CALLBACKS
     os.chdir(setup["cwd"])  # Tune starts trials in their own dir; recipes hold repo-relative paths
     name = tune.get_context().get_trial_name()
     cfg = trial_config(setup["base"], setup["overrides"], params)
@@ -374,8 +375,8 @@ def launch(spec: SweepSpec, sweep_dir: Path, cfg: Config):
 
 def run_sweep(spec: SweepSpec) -> list[dict]:
     """Validates, launches, and writes results.csv / results.json / sweep.png; returns rows best first."""
-    from rl.sweep_results import collect_rows, print_table, write_results
-    from rl.workers import init_ray
+    from rl.tools.sweep_results import collect_rows, print_table, write_results
+    from rl.workers.ray_setup import init_ray
     cfg = check_keys(spec)
     sweep_dir = (Path(cfg.run.output_dir) / spec.name).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -404,7 +405,7 @@ def _check_capacity(spec: SweepSpec, cfg: Config) -> None:
 
 def main_sweep(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="rl sweep", description="Hyper-parameter sweep of a recipe on Ray Tune "
-                                 "(spec format: see rl/sweep.py or the README).")
+                                 "(spec format: see rl/tools/sweep.py or the README).")
     ap.add_argument("spec", help="sweep YAML: base, space, metric, mode, num_samples, scheduler, ...")
     ap.add_argument("--address", default=None, help="join a Ray cluster (default: start a local Ray)")
     ap.add_argument("--check", action="store_true", help="validate the spec, print the trials' space and exit")

@@ -10,7 +10,7 @@ From a GRPO run: each row of runs/<name>/rollouts.jsonl is {"step", "key", "prom
 "completions"}; the pair is the best vs the worst sample of that prompt (highest vs lowest reward),
 and prompts whose rewards are all equal are skipped (no preference to learn).
 
-    python -m rl.prefs runs/quickstart/rollouts.jsonl --out pairs.jsonl   # build and write pairs
+    python -m rl.data.prefs runs/quickstart/rollouts.jsonl --out pairs.jsonl   # build and write pairs
 
 Example: pairs = pairs_from_rollouts("runs/q/rollouts.jsonl"); train, held = split_pairs(pairs, 0.1, 0)
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from rl.config import ConfigError
+from rl.data.prompts import chat_prompt_ids
 
 
 @dataclass
@@ -168,15 +169,6 @@ def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int
     return [p for p in pairs if p.prompt_key() not in held], [p for p in pairs if p.prompt_key() in held]
 
 
-def chat_prompt_ids(tok, prompt: str | list[dict], system_prompt: str | None = None) -> list[int]:
-    """The prompt as the policy sees it in GRPO: chat template with the generation prompt appended."""
-    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system_prompt and msgs[0]["role"] != "system":
-        msgs = [{"role": "system", "content": system_prompt}] + msgs
-    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-    return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
-
-
 def encode_pairs(tok, pairs: list[PreferencePair], system_prompt: str | None = None,
                  max_length_tokens: int = 256, append_eos: bool = True) -> EncodedPairs:
     """Token ids per pair; a completion is cut so prompt + completion <= max_length_tokens, and a
@@ -209,8 +201,8 @@ def pad_completions(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rl.prefs ROLLOUTS.jsonl --out PAIRS.jsonl`: build pairs from a GRPO rollout log."""
-    ap = argparse.ArgumentParser(prog="rl.prefs", description="Build DPO preference pairs (best vs worst "
+    """`python -m rl.data.prefs ROLLOUTS.jsonl --out PAIRS.jsonl`: build pairs from a GRPO rollout log."""
+    ap = argparse.ArgumentParser(prog="rl.data.prefs", description="Build DPO preference pairs (best vs worst "
                                  "sample of a prompt) from a GRPO run's rollouts.jsonl.")
     ap.add_argument("rollouts")
     ap.add_argument("--out", required=True, help="pairs JSONL to write (prompt, chosen, rejected)")

@@ -9,8 +9,9 @@ from allocation.curriculum import CurriculumAllocator, linear_budget, n_drop_bud
 from allocation.knapsack import KnapsackAllocator, UniformAllocator
 from envs.tasks import build_task
 from rl.config import Config, ConfigError
-from rl.learner import LossSettings
-from rl.workers import LearnerActor, RolloutWorker, local_threads
+from rl.workers.learner import LearnerActor, LossSettings
+from rl.workers.ray_setup import local_threads
+from rl.workers.rollout_worker import RolloutWorker
 
 
 def task_from(cfg: Config):

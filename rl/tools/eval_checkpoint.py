@@ -7,17 +7,18 @@ from pathlib import Path
 import ray
 import torch
 
-from rl import builders
-from rl.collect import PromptEncoder
+from rl import build
 from rl.config import Config
-from rl.models import load_tokenizer
-from rl.trainer import run_eval
-from rl.workers import RolloutWorker, init_ray
+from rl.data.prompts import PromptEncoder
+from rl.drivers.grpo import run_eval
+from rl.workers.models import load_tokenizer
+from rl.workers.ray_setup import init_ray
+from rl.workers.rollout_worker import RolloutWorker
 
 
 def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = None) -> dict:
     init_ray(address)
-    task, tok = builders.task_from(cfg), load_tokenizer(cfg.model.name)
+    task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
     engine = RolloutWorker.remote(cfg.rollout.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed)
     if checkpoint:
         path = Path(checkpoint) / "learner.pt"

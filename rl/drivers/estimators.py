@@ -3,7 +3,7 @@
 and `collect(pending) -> metrics`; `actors` are checkpointed with the learner.
 
 GRPO-family estimators are stateless group baselines (algorithms/advantages.py by name); LLM PPO's
-critic-based estimator lives in rl/ppo.py. The trainer loop is the same for both.
+critic-based estimator lives in rl/drivers/ppo.py. The trainer loop is the same for both.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class GroupEstimator:
 
 
 def group_estimator(cfg, pad_id: int, learner) -> GroupEstimator:
-    from rl.builders import advantage_fn
+    from rl.build import advantage_fn
     return GroupEstimator(advantage_fn(cfg))
 
 

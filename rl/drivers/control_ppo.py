@@ -23,11 +23,11 @@ import torch
 
 from envs.control import MODELS, ControlVectorEnv
 from envs.control.pool import ShardedVectorEnv
-from rl.control.config import ControlConfig
+from rl.config import ControlConfig
+from rl.control.buffer import EpisodeTracker, RolloutBuffer, collect, to_numpy
 from rl.control.policy import ActorCritic
 from rl.control.ppo import ewma_update, ppo_update
-from rl.control.rollout import EpisodeTracker, RolloutBuffer, collect, to_numpy
-from rl.logging import RunLogger, progress
+from rl.run.logging import RunLogger, progress
 
 
 def env_name(env_id: str) -> str:

@@ -3,7 +3,7 @@
 V0 (Zhang et al., 2026) predicts P(success | x, C_pi), C_pi = {(x_j, r_j)} the prompts a policy
 recently answered with their mean rewards in [0, 1]. Here:
 - a frozen embedder (`PromptEmbedder`): mean of the last hidden layer over the chat-templated
-  prompt tokens of the policy's own model (`rl.models.load_policy`) or any HF model / folder;
+  prompt tokens of the policy's own model (`rl.workers.models.load_policy`) or any HF model / folder;
 - policies from run history (`runs/<name>/rollouts.jsonl`): one run over steps [k*W, (k+1)*W);
 - `InContextValueModel` (allocation/value_model.py) trained across policies with `v0_loss`
   (alpha = 0.25) on held-out prompts of each context; evaluated by intra-policy AUC next to the
@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from allocation.value_model import InContextValueModel, auc, intra_policy_auc, knn_baseline, v0_loss
-from rl.models import ModelNotFoundError, load_policy, load_tokenizer, resolve_model_path
+from rl.workers.models import ModelNotFoundError, load_policy, load_tokenizer, resolve_model_path
 
 FORMAT_VERSION = 1
 
@@ -38,7 +38,7 @@ FORMAT_VERSION = 1
 
 
 def _bar(total: int, desc: str, show: bool):
-    from rl.logging import progress
+    from rl.run.logging import progress
     return progress(total, desc) if show else _NoBar()
 
 

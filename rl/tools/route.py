@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from allocation.value_model import normalise_costs, pareto_table, relabel_rewards
-from rl.value import aggregate, predict_success, read_outcomes
+from rl.v0.value import aggregate, predict_success, read_outcomes
 
 
 def load_context(path: str | Path, reward_range: tuple[float, float] = (0.0, 1.0),
@@ -167,7 +167,7 @@ def _queries(a, contexts: list[dict[str, float]]) -> list[str]:
 
 def main_route(argv: list[str]) -> int:
     """`rl route --predictor v0.pt --contexts A B --costs 1 10 [--betas ...] [--queries F]`."""
-    from rl.models import ModelNotFoundError
+    from rl.workers.models import ModelNotFoundError
 
     a = _parser().parse_args(argv)
     try:

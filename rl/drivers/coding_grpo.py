@@ -20,16 +20,16 @@ import torch
 from allocation.turn_control import parse_turn_control
 from envs.coding.multiturn import TokenTrajectory, multiturn_rollout
 from envs.coding.sandbox import LocalSandbox, detect_local_backend
-from rl import builders
-from rl.checkpoint import Checkpointer
+from rl import build
 from rl.config import Config, ConfigError, to_dict
-from rl.estimators import group_estimator
-from rl.logging import RunLogger, progress
-from rl.models import load_tokenizer
-from rl.sync import sync_weights
-from rl.trainer import step_seed
+from rl.drivers.estimators import group_estimator
+from rl.drivers.grpo import step_seed
+from rl.run.checkpoint import Checkpointer
+from rl.run.logging import RunLogger, progress
 from rl.types import RolloutBatch
-from rl.workers import init_ray
+from rl.workers.models import load_tokenizer
+from rl.workers.ray_setup import init_ray
+from rl.workers.weight_sync import sync_weights
 
 
 class RemoteEngine:
@@ -69,7 +69,7 @@ def trajectories_to_batch(trajs: list[TokenTrajectory], group_ids: list[int], pa
 
 
 def load_tasks(cfg: Config):
-    from rl.swebench import load_task_source
+    from rl.tools.swebench import load_task_source
     try:
         return load_task_source(cfg.coding.tasks, cfg.run.seed, workers=1)
     except (FileNotFoundError, ValueError) as e:
@@ -98,7 +98,7 @@ def episode_metrics(trajs: list[TokenTrajectory], batch: RolloutBatch, t_gen: fl
 
 
 def train_coding(cfg: Config, resume: bool = False, address: str | None = None) -> dict:
-    builders.check_names(cfg)
+    build.check_names(cfg)
     try:
         policy = parse_turn_control(cfg.coding.turn_control)
     except ValueError as e:
@@ -107,7 +107,7 @@ def train_coding(cfg: Config, resume: bool = False, address: str | None = None) 
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
     init_ray(address)
     tok = load_tokenizer(cfg.model.name)
-    engines, learner = builders.start_workers(cfg, tok.pad_token_id)
+    engines, learner = build.start_workers(cfg, tok.pad_token_id)
     estimator = group_estimator(cfg, tok.pad_token_id, learner)
     backend = detect_local_backend()
     make_sandbox = lambda task: LocalSandbox.create(timeout_s=cfg.coding.command_timeout_s, backend=backend)  # noqa: E731
@@ -115,7 +115,7 @@ def train_coding(cfg: Config, resume: bool = False, address: str | None = None) 
     if resume:
         start = ckpt.restore(learner)["next_step"]
     logger = RunLogger(run_dir, to_dict(cfg), cfg.run.wandb_mode, resume=resume)
-    sync_weights(learner, engines, start, cfg.trainer)
+    sync_weights(learner, engines, start, cfg.sync)
     P = cfg.trainer.prompts_per_step
     bar = progress(cfg.trainer.steps, f"coding {cfg.run.name}", initial=start) if cfg.run.progress_bar else None
     for step in range(start, cfg.trainer.steps):
@@ -127,7 +127,7 @@ def train_coding(cfg: Config, resume: bool = False, address: str | None = None) 
         batch = trajectories_to_batch(trajs, groups, tok.pad_token_id)
         advantages, adv_metrics = estimator.advantages(batch)
         metrics = ray.get(learner.train_step.remote(batch, advantages))
-        sync = sync_weights(learner, engines, step + 1, cfg.trainer)
+        sync = sync_weights(learner, engines, step + 1, cfg.sync)
         metrics = {**episode_metrics(trajs, batch, t_gen), **metrics, **adv_metrics, **sync,
                    "time/step_s": time.time() - t0}
         logger.log(step, metrics)

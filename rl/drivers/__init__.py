@@ -12,25 +12,25 @@ DRIVERS: Registry = Registry("algorithm")
 
 @DRIVERS.register("grpo")
 def grpo(cfg, resume: bool = False, address: str | None = None):
-    from rl.trainer import train
+    from rl.drivers.grpo import train
     return train(cfg, resume=resume, address=address)
 
 
 @DRIVERS.register("ppo")
 def ppo(cfg, resume: bool = False, address: str | None = None):
-    from rl.ppo import train_ppo
+    from rl.drivers.ppo import train_ppo
     return train_ppo(cfg, resume=resume, address=address)
 
 
 @DRIVERS.register("dpo")
 def dpo(cfg, resume: bool = False, address: str | None = None):
-    from rl.dpo import train_dpo
+    from rl.drivers.dpo import train_dpo
     return train_dpo(cfg, resume=resume, address=address)
 
 
 @DRIVERS.register("coding_grpo")
 def coding_grpo(cfg, resume: bool = False, address: str | None = None):
-    from rl.coding_rl import train_coding
+    from rl.drivers.coding_grpo import train_coding
     return train_coding(cfg, resume=resume, address=address)
 
 
@@ -38,11 +38,11 @@ def coding_grpo(cfg, resume: bool = False, address: str | None = None):
 def control_ppo(cfg, resume: bool = False, address: str | None = None):
     from pathlib import Path
 
-    from rl.control.train import train_control
+    from rl.drivers.control_ppo import train_control
     if resume:
         print("rl: control_ppo runs are short and restart from scratch; --resume is ignored")
     if cfg.control.num_shards > 1:
-        from rl.workers import init_ray
+        from rl.workers.ray_setup import init_ray
         init_ray(address)
     return train_control(cfg.control, cfg.run.seed, Path(cfg.run.output_dir) / cfg.run.name, cfg.run.wandb_mode)
 
@@ -53,7 +53,7 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
     `restarts` added."""
     import ray.exceptions
 
-    from rl.checkpoint import Checkpointer
+    from rl.run.checkpoint import Checkpointer
 
     ckpts = Checkpointer(Path(cfg.run.output_dir) / cfg.run.name / "checkpoints")
     for restarts in range(cfg.run.max_restarts + 1):

@@ -44,7 +44,7 @@ class ReshardWorker:
 
     def load(self, model_name: str, layout: Layout, seed: int = 0) -> int:
         """Build the model here (seeded: every rank builds the same weights), keep our shards."""
-        from rl.models import load_model
+        from rl.workers.models import load_model
 
         model = load_model(model_name, seed=seed)
         n = self.load_params(full_params(model), ModelSpec.from_hf_config(model.config), layout)

@@ -16,9 +16,9 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from algorithms.gae import masked_whiten, token_gae, token_rewards
-from rl.critic import CriticActor, ReferenceActor
-from rl.estimators import collect_refs
-from rl.workers import local_threads
+from rl.drivers.estimators import collect_refs
+from rl.workers.critic import CriticActor, ReferenceActor
+from rl.workers.ray_setup import local_threads
 
 
 class CriticEstimator:
@@ -80,5 +80,5 @@ def critic_estimator(cfg, pad_id: int, learner) -> CriticEstimator:
 
 
 def train_ppo(cfg, resume: bool = False, address: str | None = None) -> dict:
-    from rl.trainer import train
+    from rl.drivers.grpo import train
     return train(cfg, resume=resume, address=address, estimator_factory=critic_estimator)

@@ -5,23 +5,27 @@ once (with gradients) and its KV cache is indexed out to the group's samples, so
 costs one prompt forward/backward instead of 8. Gradient accumulation over micro-batches uses the
 global token/sequence counts, so any micro-batch split gives the same gradient.
 
-Runs in-process (tests) or as a Ray actor (rl/workers.py).
+Runs in-process (tests) or as a Ray actor (rl/workers/rollout_worker.py).
 """
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 
 from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import kl_penalty
 from algorithms.losses import clipped_surrogate
-from rl.models import load_model
 from rl.types import RolloutBatch
+from rl.workers.models import load_model
+from rollout.delta_sync import DeltaSender, bf16_crcs
 from rollout.hf_engine import left_pad
+from rollout.transport import SyncGroup, default_backend, flatten_payload
 from rollout.weight_sync import pack_buckets, params_checksum
 
 
@@ -212,3 +216,62 @@ def _set_rng_state(s: dict) -> None:
     np.random.set_state(s["numpy"])
     random.setstate(s["python"])
 
+
+class SyncingLearner(Learner):
+    """The learner plus the sender side of weight sync, kept where the weights live."""
+
+    _sender: DeltaSender | None = None
+
+    _group: SyncGroup | None = None
+    _pending = None
+
+    @ray.method(num_returns=2)
+    def export_update(self, bucket_bytes: int, version: int, mode: str = "full", dense_threshold: float = 0.4,
+                      full_every_steps: int = 10, force_full: bool = False, transport: str = "object_store"):
+        """-> (payload for RolloutWorker.update_weights, stats {bytes, density, full}).
+
+        mode "full": fp32 buckets (the engine gets the exact weights); "delta": a bf16 DeltaUpdate.
+        transport "broadcast": the payload is (skeleton, nbytes) for RolloutWorker.receive_update and
+        the bytes wait here for `broadcast_pending`.
+        """
+        t0 = time.perf_counter()
+        if mode == "full":
+            payload = pack_buckets(self.model.named_parameters(), bucket_bytes)
+            stats = {"bytes": sum(b.nbytes for b in payload), "density": 1.0, "full": True}
+        elif mode == "delta":
+            if self._sender is None or (self._sender.dense_threshold, self._sender.full_every_steps) != \
+                    (dense_threshold, full_every_steps):
+                self._sender = DeltaSender(dense_threshold, full_every_steps)
+            payload = self._sender.encode(self.model.named_parameters(), bucket_bytes, version, force_full)
+            stats = {"bytes": payload.nbytes, "density": payload.density(), "full": payload.is_full}
+        else:
+            raise ValueError(f"sync mode must be 'full' or 'delta', got {mode!r}")
+        if transport == "broadcast":
+            skeleton, self._pending = flatten_payload(payload)
+            payload = (skeleton, int(self._pending.nbytes))
+        return payload, {**stats, "encode_s": time.perf_counter() - t0}
+
+    def default_sync_backend(self) -> str:
+        return default_backend()
+
+    def open_sync_group(self, world_size: int, timeout_s: float) -> tuple[str, int]:
+        """Rank 0 of the broadcast transport: listen, -> (host, port) for the engines."""
+        self._store, host, port = SyncGroup.listen(world_size, timeout_s)
+        return host, port
+
+    def join_sync_group(self, world_size: int, backend: str, timeout_s: float) -> int:
+        self._group = SyncGroup.join("", 0, 0, world_size, backend, timeout_s, store=self._store)
+        return 0
+
+    def broadcast_pending(self) -> int:
+        """Send the bytes of the last exported payload to every engine in the group. -> bytes sent."""
+        flat, self._pending = self._pending, None
+        self._group.broadcast(flat, flat.nbytes)
+        return int(flat.nbytes)
+
+    def weights_crc(self) -> dict[str, int]:
+        """bf16 CRC32 per parameter name: what every engine must hold after a sync."""
+        return bf16_crcs(self.model.named_parameters())
+
+
+LearnerActor = ray.remote(num_cpus=0.5, max_restarts=0)(SyncingLearner)

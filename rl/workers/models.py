@@ -119,3 +119,24 @@ def load_model(name: str, dtype: str = "float32", seed: int = 0):
 
 def load_policy(name: str, dtype: str = "float32", seed: int = 0):
     return load_model(name, dtype, seed), load_tokenizer(name)
+
+
+def policy_folder(model_name: str, dtype: str = "float32", seed: int = 0) -> str:
+    """A local HF folder with the policy's starting weights (tiny-llama: the seeded random model,
+    written once per seed)."""
+    if model_name != TINY:
+        return resolve_model_path(model_name)
+    target = cache_dir() / "models" / f"{TINY}-seed{seed}"
+    if not (target / "config.json").exists():
+        import shutil
+        import tempfile
+        model, tok = load_policy(model_name, "float32", seed=seed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=target.parent, prefix=".tmp-")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)  # atomic: a concurrent writer loses the race harmlessly
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)

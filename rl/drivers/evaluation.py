@@ -6,7 +6,7 @@ from typing import Callable
 
 from envs.tasks import Example
 from rl.config import RewardConfig
-from rl.rewards import score
+from rl.drivers.rewards import score
 from rollout.types import Completion, GenerationRequest
 
 GenerateFn = Callable[[list[GenerationRequest], int], list[Completion]]

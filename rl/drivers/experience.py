@@ -17,26 +17,10 @@ from allocation.curriculum import with_length_budget
 from allocation.types import Allocation
 from envs.tasks import Example
 from rl.config import Config
-from rl.rewards import score
+
+from rl.drivers.rewards import score
 from rl.types import RolloutBatch
 from rollout.types import Completion, GenerationRequest
-
-
-class PromptEncoder:
-    """Chat-templated prompt token ids, cached per example key."""
-
-    def __init__(self, tokenizer, system_prompt: str | None = None):
-        self.tok, self.system_prompt, self._cache = tokenizer, system_prompt, {}
-
-    def __call__(self, ex: Example, length_budget: int | None = None) -> list[int]:
-        key = (ex.key, length_budget)
-        if key not in self._cache:
-            text = ex.prompt if length_budget is None else with_length_budget(ex.prompt, length_budget)
-            msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + \
-                [{"role": "user", "content": text}]
-            enc = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            self._cache[key] = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
-        return self._cache[key]
 
 
 def generate(engines: list, requests: list[GenerationRequest], seed: int) -> list[Completion]:

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from rl.logging import read_metrics
+from rl.run.logging import read_metrics
 
 
 def trial_row(name: str, params: dict, run_dir: Path, metric: str, mode: str, started: float,

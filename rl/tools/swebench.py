@@ -6,7 +6,7 @@
 Tasks: a JSONL of SWE-bench rows, `generator:N` (injected-bug repos) or `humaneval:N`.
 Agents: `scripted` (oracle: reads a file, applies the gold patch, submits), `replay` (oracle with
 per-task varying turn counts; some never solve), `openai:<url>` (OpenAI-compatible endpoint; model
-from --model-name), `policy:<name>` (the in-process HF engine on rl.models.load_policy(name)).
+from --model-name), `policy:<name>` (the in-process HF engine on rl.workers.models.load_policy(name)).
 Per strategy, runs/<name>/<strategy>/ gets preds.jsonl (official format), trajectories/, eval_logs/,
 report.json; runs/<name>/ gets summary.json, summary.png and, with --calibrate, calibration.json
 (the unlimited run's turns per task, which percentile caps like fixed:p75 are read from).
@@ -89,10 +89,10 @@ def build_model_factory(args):
 
 def _load_policy_engine(name: str):
     try:
-        from rl.models import load_policy
+        from rl.workers.models import load_policy
         from rollout import hf_engine
     except ImportError as exc:
-        raise RuntimeError(f"policy:<model> needs rl.models.load_policy and rollout.hf_engine ({exc})")
+        raise RuntimeError(f"policy:<model> needs rl.workers.models.load_policy and rollout.hf_engine ({exc})")
     model, tokenizer = load_policy(name)
     engine_cls = getattr(hf_engine, "HFEngine", None) or getattr(hf_engine, "HfEngine")
     return engine_cls(model, tokenizer), tokenizer
@@ -124,7 +124,7 @@ def _slug(strategy: str) -> str:
 
 
 def run_one_strategy(args, spec, tasks, model_for, make_sandbox, label, calib):
-    from rl.logging import progress
+    from rl.run.logging import progress
     policy = parse_turn_control(spec, calib)
     bar = progress(len(tasks), f"{spec:>18}")
     lock = threading.Lock()

@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-
 STEP_CALLBACKS: list = []  # fn(step, row) called on every logged step (e.g. a Ray Tune reporter)
 
 

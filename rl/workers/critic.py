@@ -18,9 +18,9 @@ import torch
 
 from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.losses import value_loss
-from rl.learner import completion_logprobs, shifted_outputs, split_groups
-from rl.models import load_model
 from rl.types import RolloutBatch
+from rl.workers.learner import completion_logprobs, shifted_outputs, split_groups
+from rl.workers.models import load_model
 
 
 class ValueModel(torch.nn.Module):

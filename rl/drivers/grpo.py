@@ -12,17 +12,18 @@ import ray
 
 from algorithms.dapo import informative_group_mask
 from allocation.knapsack import KnapsackState, allocation_metrics
-from rl import builders
-from rl.checkpoint import Checkpointer
-from rl.collect import PromptEncoder, StepData, merge, rollout_step
+from rl import build
 from rl.config import Config, to_dict
-from rl.estimators import group_estimator
-from rl.evaluate import evaluate
-from rl.logging import RunLogger, progress
-from rl.models import load_tokenizer
-from rl.rewards import check_rewards
-from rl.sync import after_train, before_train, sync_weights
-from rl.workers import init_ray
+from rl.drivers.estimators import group_estimator
+from rl.drivers.evaluation import evaluate
+from rl.data.prompts import PromptEncoder
+from rl.drivers.experience import StepData, merge, rollout_step
+from rl.drivers.rewards import check_rewards
+from rl.run.checkpoint import Checkpointer
+from rl.run.logging import RunLogger, progress
+from rl.workers.models import load_tokenizer
+from rl.workers.ray_setup import init_ray
+from rl.workers.weight_sync import after_train, before_train, sync_weights
 
 
 def step_seed(seed: int, step: int, round_: int = 0) -> int:
@@ -40,7 +41,7 @@ def plan_step(cfg, allocator, history, context: list, examples, step: int):
     """The allocator's plan; with a V0 predictor, unseen prompts get budgets from predicted success."""
     keys = [e.key for e in examples]
     if cfg.allocation.v0_predictor and context:
-        from rl.value import predict_success
+        from rl.v0.value import predict_success
         p = predict_success(cfg.allocation.v0_predictor, [e.prompt for e in examples], context)
         return allocator.plan(keys, history, step, predicted_p=p)
     return allocator.plan(keys, history, step)
@@ -82,14 +83,14 @@ def collect(cfg, engines, encode, sampler, allocator, history, step, context: li
 
 def train(cfg: Config, resume: bool = False, address: str | None = None,
           estimator_factory=group_estimator) -> dict[str, float]:
-    builders.check_names(cfg)
+    build.check_names(cfg)
     check_rewards(cfg.rewards)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
     init_ray(address)
-    task, tok = builders.task_from(cfg), load_tokenizer(cfg.model.name)
+    task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
     encode = PromptEncoder(tok, cfg.task.system_prompt)
-    sampler, allocator, history = task.sampler(cfg.run.seed), builders.allocator_from(cfg), KnapsackState()
-    engines, learner = builders.start_workers(cfg, tok.pad_token_id)
+    sampler, allocator, history = task.sampler(cfg.run.seed), build.allocator_from(cfg), KnapsackState()
+    engines, learner = build.start_workers(cfg, tok.pad_token_id)
     estimator = estimator_factory(cfg, tok.pad_token_id, learner)
     ckpt, start, summary, context = Checkpointer(run_dir / "checkpoints", cfg.run.keep_checkpoints), 0, {}, []
     if resume:
@@ -100,7 +101,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None,
     logger = RunLogger(run_dir, to_dict(cfg), cfg.run.wandb_mode, resume=resume)
     if resume:
         logger.truncate_after(start - 1)
-    sync_weights(learner, engines, start, cfg.trainer)
+    sync_weights(learner, engines, start, cfg.sync)
     if cfg.eval.before_after and not resume:
         summary["before"] = run_eval(cfg, engines, encode, task, cfg.run.seed)
         print("eval before:", _fmt(summary["before"]), flush=True)
@@ -116,7 +117,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None,
                    **estimator.collect(pending)}
         t_train = time.time() - t1
         after_train(engines, cfg.rollout)
-        sync = sync_weights(learner, engines, step + 1, cfg.trainer)
+        sync = sync_weights(learner, engines, step + 1, cfg.sync)
         metrics = {**data.metrics, **metrics, **sync, "time/train_s": t_train,
                    "time/step_s": time.time() - t0, "epoch": sampler.epoch}
         if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:

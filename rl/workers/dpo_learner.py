@@ -1,0 +1,94 @@
+"""The DPO learner (SPECS.md §3, Rafailov et al. 2023): the policy + AdamW of `Learner`, with DPO's
+summed sequence log-probs and update. The reference is the policy's own initial weights: its log-probs
+are computed once by the driver (`reference_logps`) and passed back in every step.
+
+Example: DPOLearnerActor.remote("tiny-llama", beta=0.1).dpo_step.remote(pairs, ref_chosen, ref_rejected)
+"""
+from __future__ import annotations
+
+import ray
+import torch
+
+from algorithms.losses import dpo_loss
+from rl.data.prefs import EncodedPairs, pad_completions
+from rl.workers.learner import Learner, completion_logprobs
+
+LEARNER_CPUS = 0.5
+
+
+class DPOLearner(Learner):
+    """The policy + AdamW of rl.workers.learner.Learner, with DPO's sequence log-probs and update."""
+
+    def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-6,
+                 weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
+                 beta: float = 0.1, microbatch_pairs: int = 8, num_threads: int | None = None, pad_id: int = 2):
+        super().__init__(model_name, dtype, seed, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                         warmup_steps=warmup_steps, num_threads=num_threads, pad_id=pad_id)
+        self.beta, self.microbatch_pairs = beta, microbatch_pairs
+
+    def sequence_logps(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs (chosen [B], rejected [B]); each pair's prompt prefilled once."""
+        seqs = [s for c, r in zip(pairs.chosen_ids, pairs.rejected_ids) for s in (c, r)]
+        ids, mask = pad_completions(seqs, self.pad_id)
+        group_ids = torch.arange(len(pairs)).repeat_interleave(2)  # [2B]: chosen, rejected of pair i
+        logp = completion_logprobs(self.model, pairs.prompt_ids, ids, mask, group_ids, 1.0, self.pad_id)
+        summed = (logp * mask).sum(-1)
+        return summed[0::2], summed[1::2]
+
+    def reference_logps(self, pairs: EncodedPairs) -> tuple[list[float], list[float]]:
+        """The current (initial) policy's summed log-probs: the frozen reference of the run."""
+        chosen, rejected = [], []
+        with torch.no_grad():
+            for idx in _chunks(len(pairs), self.microbatch_pairs):
+                c, r = self.sequence_logps(pairs.select(idx))
+                chosen += c.tolist()
+                rejected += r.tolist()
+        return chosen, rejected
+
+    def dpo_step(self, pairs: EncodedPairs, ref_chosen: list[float], ref_rejected: list[float]) -> dict:
+        """One optimizer step on `pairs`, accumulated over micro-batches of `microbatch_pairs`."""
+        self.opt.zero_grad(set_to_none=True)
+        acc: dict[str, float] = {}
+        n = len(pairs)
+        for idx in _chunks(n, self.microbatch_pairs):
+            c, r = self.sequence_logps(pairs.select(idx))
+            loss, m = dpo_loss(c, r, torch.tensor([ref_chosen[i] for i in idx]),
+                               torch.tensor([ref_rejected[i] for i in idx]), self.beta)
+            (loss * len(idx) / n).backward()  # mean over the step's pairs, whatever the split
+            share = len(idx) / n
+            for k, v in {"loss": loss.detach(), **m, "logp/chosen": c.detach().mean(),
+                         "logp/rejected": r.detach().mean()}.items():
+                acc[k] = acc.get(k, 0.0) + float(v) * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        return {**_rename(acc), "grad_norm": float(grad_norm), "lr": self.sched.get_last_lr()[0]}
+
+    def eval_pairs(self, pairs: EncodedPairs, ref_chosen: list[float], ref_rejected: list[float]) -> dict:
+        """Held-out pairs: DPO loss, implicit-reward accuracy and margin, and logp_accuracy (the
+        policy itself gives the chosen reply a higher summed log-prob than the rejected one)."""
+        if len(pairs) == 0:
+            return {}
+        c_all, r_all = [], []
+        with torch.no_grad():
+            for idx in _chunks(len(pairs), self.microbatch_pairs):
+                c, r = self.sequence_logps(pairs.select(idx))
+                c_all.append(c)
+                r_all.append(r)
+        c, r = torch.cat(c_all), torch.cat(r_all)
+        loss, m = dpo_loss(c, r, torch.tensor(ref_chosen), torch.tensor(ref_rejected), self.beta)
+        out = {"loss": float(loss), **{k: float(v) for k, v in _rename(m).items()},
+               "logp_accuracy": float((c > r).float().mean())}
+        return {f"eval_pairs/{k}": v for k, v in out.items()}
+
+
+def _rename(m: dict) -> dict:
+    names = {"chosen_reward": "reward/chosen", "rejected_reward": "reward/rejected"}
+    return {names.get(k, k): v for k, v in m.items()}
+
+
+def _chunks(n: int, size: int) -> list[list[int]]:
+    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+
+
+DPOLearnerActor = ray.remote(num_cpus=LEARNER_CPUS, max_restarts=0)(DPOLearner)

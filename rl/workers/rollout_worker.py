@@ -1,0 +1,103 @@
+"""The rollout worker: a Ray actor that is a thin adapter around one inference engine."""
+from __future__ import annotations
+
+import warnings
+
+import ray
+import torch
+
+from rl.workers.models import load_policy, load_tokenizer, policy_folder
+from rl.workers.ray_setup import local_threads
+from rollout.delta_sync import DeltaReceiver, DeltaUpdate, bf16_crcs
+from rollout.engines import ENGINES
+from rollout.transport import SyncGroup, rebuild_payload
+from rollout.types import Completion, GenerationRequest
+
+RECOVERY_BUCKET_BYTES = 32 << 20
+
+
+@ray.remote(num_cpus=0.5, max_restarts=1, max_task_retries=1)
+class RolloutWorker:
+    """One engine. `update_weights` takes full buckets (list[WeightBucket]) or a bf16 DeltaUpdate,
+    which the worker's DeltaReceiver turns into verified dense bf16 buckets for the engine.
+
+    Given `learner_name` (the named LearnerActor's name: a handle among the constructor's arguments
+    would make Ray warn that the restart may not find it), a worker that Ray restarts after a crash
+    (e.g. the OOM killer) pulls a full fp32 sync of the learner's current weights in its constructor, so the
+    call that was in flight, retried by Ray on the new process, runs on trained weights, not the
+    starting ones. Its completions then carry weight version -1 (recovered) until the next sync."""
+
+    def __init__(self, engine: str, model_name: str, dtype: str = "float32", seed: int = 0,
+                 share_prefill: bool = True, max_batch_samples: int = 256, engine_kwargs: dict | None = None,
+                 learner_name: str | None = None):
+        torch.set_num_threads(local_threads())
+        builder = ENGINES.get(engine)
+        if engine == "vllm":  # vLLM loads from a folder; it gets the same weights the learner starts from
+            self.engine = builder(policy_folder(model_name, dtype, seed), load_tokenizer(model_name),
+                                  dtype=dtype, seed=seed, **(engine_kwargs or {}))
+        else:
+            model, tok = load_policy(model_name, dtype, seed=seed)
+            self.engine = builder(model, tok, share_prefill=share_prefill, max_batch_samples=max_batch_samples)
+        self.receiver = DeltaReceiver()
+        self.recovered = bool(learner_name is not None and _reconstructed())
+        if self.recovered:
+            learner = ray.get_actor(learner_name)
+            payload, _ = learner.export_update.remote(RECOVERY_BUCKET_BYTES, -1, "full")
+            self.update_weights(ray.get(payload), -1)
+
+    def was_recovered(self) -> bool:
+        """True in a process Ray restarted, which re-synced itself from the learner."""
+        return self.recovered
+
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Completion]:
+        return self.engine.generate(requests, seed=seed)
+
+    def update_weights(self, update, version: int) -> int:
+        if isinstance(update, DeltaUpdate):
+            buckets = self.receiver.apply(update)
+        else:
+            buckets = update
+            self.receiver.reset()  # the engine now holds weights the receiver never saw
+        self.engine.update_weights(buckets, version)
+        return version
+
+    def join_sync_group(self, host: str, port: int, rank: int, world_size: int, backend: str,
+                        timeout_s: float) -> int:
+        self._group = SyncGroup.join(host, port, rank, world_size, backend, timeout_s)
+        return rank
+
+    def receive_update(self, skeleton_and_size: tuple, version: int) -> int:
+        """Broadcast transport: take the payload's bytes from the learner's broadcast, then apply it."""
+        group = getattr(self, "_group", None)
+        if group is None:
+            raise RuntimeError("this engine is in no weight-sync group (restarted?); the driver rebuilds it")
+        skeleton, nbytes = skeleton_and_size
+        return self.update_weights(rebuild_payload(skeleton, group.broadcast(None, nbytes)), version)
+
+    def weights_checksum(self) -> int:
+        from rollout.weight_sync import params_checksum
+        return params_checksum(self.engine.model.named_parameters())
+
+    def weights_crc(self) -> dict[str, int]:
+        """bf16 CRC32 per parameter name, read from the engine's live weights."""
+        if hasattr(self.engine, "weights_crc"):
+            return self.engine.weights_crc()
+        return bf16_crcs(self.engine.model.named_parameters())
+
+    def is_sleeping(self) -> bool:
+        return bool(getattr(self.engine, "is_sleeping", lambda: False)())
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        self.engine.wake()
+
+
+def _reconstructed() -> bool:
+    """Whether Ray restarted this actor process (its own property reads a deprecated id: silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ray.get_runtime_context().was_current_actor_reconstructed
+
+
