@@ -7,7 +7,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gae", "token_rewards", "token_gae", "masked_whiten"]
+# The one masked_whiten lives in algorithms/segments.py; this re-export only keeps
+# rl/drivers/estimators.py importing until it takes it from algorithms.segments (then delete it).
+from algorithms.segments import masked_whiten  # noqa: F401
+
+__all__ = ["gae", "token_rewards", "token_gae"]
 
 
 def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, ended: Tensor,
@@ -93,15 +97,3 @@ def token_gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
     adv, ret = gae((rewards * m).T, v.T, next_v.T, ended.T, ended.T, gamma, lam)
     return adv.T * m, ret.T * m
 
-
-def masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / (std + eps) over the masked entries (PPO advantage whitening); padding stays 0.
-
-    Shapes: values, mask [N, T] -> [N, T].
-    Example: masked_whiten(tensor([[1., 3., 9.]]), tensor([[1, 1, 0]])) -> [[-1., 1., 0.]]
-    """
-    m = mask.to(values.dtype)
-    n = m.sum().clamp(min=1.0)
-    mean = (values * m).sum() / n
-    var = (((values - mean) * m) ** 2).sum() / n
-    return (values - mean) / (var.sqrt() + eps) * m

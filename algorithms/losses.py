@@ -1,7 +1,24 @@
-"""Per-token policy loss, critic loss and the DPO loss (SPECS §1, §2, §3).
+"""Per-token policy loss, critic loss and the DPO loss (SPECS §1, §2, §3, §11).
 
 Losses here are *per element*; reducing them to a scalar is ``algorithms.aggregation``'s job
 (one function, one place). No function mutates its inputs.
+
+Policy losses are looked up by name in ``POLICY_LOSSES`` (a recipe's ``algorithm.policy_loss``).
+Contract of every entry (one signature, so GSPO / CISPO / decoupled PPO plug in without touching
+the learner):
+
+    fn(logprobs, old_logprobs, advantages, mask, *, eps_low, eps_high, dual_clip_c)
+        -> (per_token_loss [S, T], clipped [S, T] bool)
+
+    logprobs      log pi_theta(y_t) of the sampled tokens, with gradient          [S, T]
+    old_logprobs  log-probs the ratio is taken against (no gradient)              [S, T]
+    advantages    per sample [S] (broadcast over tokens) or per token [S, T]
+    mask          1/True on the tokens the loss applies to (sequence-level losses  [S, T]
+                  such as GSPO average over it; token losses may ignore it)
+    eps_low, eps_high, dual_clip_c   clip range [1 - eps_low, 1 + eps_high] and dual-clip
+                  constant (None = off); a loss ignores the ones it has no use for
+    per_token_loss  to be reduced by ``aggregate_loss`` (padding is masked there)
+    clipped         True on unmasked tokens where a clip decided the value (-> clip_frac)
 """
 from __future__ import annotations
 
@@ -9,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LOG_RATIO_CLAMP", "clipped_surrogate", "value_loss", "dpo_loss"]
+from algorithms.registry import Registry
+
+__all__ = ["LOG_RATIO_CLAMP", "POLICY_LOSSES", "clipped_surrogate", "ppo_policy_loss", "value_loss",
+           "dpo_loss"]
+
+POLICY_LOSSES: Registry = Registry("policy loss")
 
 # exp(20) ~ 4.9e8 still fits fp16/bf16/fp32; beyond it a single stale token would overflow.
 LOG_RATIO_CLAMP = 20.0
@@ -51,6 +73,26 @@ def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor
         loss = torch.where(dual_active, dual.expand_as(loss), loss)
         clipped = clipped | dual_active
     return loss, clipped
+
+
+@POLICY_LOSSES.register("ppo")
+def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *,
+                    eps_low: float, eps_high: float, dual_clip_c: float | None) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate with DAPO clip-higher and dual clip, in the ``POLICY_LOSSES`` contract
+    (module docstring): ``clipped_surrogate`` per token, its clip flags restricted to ``mask``.
+
+        rho = exp(clamp(logp - logp_old, -20, 20))
+        L   = max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)), then min(L, -A c) where A < 0
+        (Schulman et al. 2017; Ye et al. 2020 dual clip; Yu et al. 2025 DAPO clip-higher)
+
+    Shapes: logprobs, old_logprobs, mask [S, T]; advantages [S] or [S, T] -> ([S, T], [S, T] bool).
+    Example: ppo_policy_loss(log(tensor([[1.5, 1.]])), zeros(1, 2), tensor([1.]), tensor([[1, 0]]),
+                             eps_low=.2, eps_high=.28, dual_clip_c=3.) -> ([[-1.28, -1.]], [[True, False]])
+    """
+    if mask.shape != logprobs.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} != logprobs {tuple(logprobs.shape)}")
+    loss, clipped = clipped_surrogate(logprobs, old_logprobs, advantages, eps_low, eps_high, dual_clip_c)
+    return loss, clipped & mask.bool()
 
 
 def value_loss(values: Tensor, old_values: Tensor, returns: Tensor,

@@ -8,8 +8,8 @@ offline version: a frozen embedder (any HF model; its token states pooled by
 attends over the context prompts (keys from their embeddings, values from (embedding, reward)).
 Trained across many policies with `v0_loss` (alpha * pairwise rank + (1 - alpha) * soft BCE).
 
-Uses: pre-rollout budgets with U(B, p) (`v0_budgets`) and cost-aware routing across models
-(`relabel_rewards`, `route_scores`, `route`, `pareto_table`).
+Uses: pre-rollout budgets with U(B, p) (`allocation.budgets.v0_budgets`) and cost-aware routing
+across models (`allocation.routing`: `relabel_rewards`, `route_scores`, `route`, `pareto_table`).
 
 Example:
     model = InContextValueModel(embed_dim=32)
@@ -24,8 +24,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from allocation.knapsack import greedy_budgets
 
 # ---------------------------------------------------------------------------------------------
 # Modules
@@ -181,103 +179,3 @@ def v0_train_step(model: InContextValueModel, optimizer: torch.optim.Optimizer,
     loss.backward()
     optimizer.step()
     return float(loss.detach())
-
-
-# ---------------------------------------------------------------------------------------------
-# Budgets before any rollout
-
-
-def utility_budget(p: float | torch.Tensor, b: int | torch.Tensor) -> float | torch.Tensor:
-    """U(B, p) = B (1 - p) (1 - (1 - p)^(B - 1)) (V0 use in GRPO, SPECS §5).
-
-    Example: utility_budget(0.5, 4) = 4 * 0.5 * (1 - 0.125) = 1.75.
-    """
-    q = 1.0 - p
-    return b * q * (1.0 - q ** (b - 1))
-
-
-def v0_budgets(p_pred: Sequence[float], total_budget: int, n_low: int = 2,
-               n_up: int = 128) -> list[int]:
-    """Pre-rollout budgets: greedy by marginal gain U(N+1, p_i) - U(N, p_i), exact sum, bounds.
-
-    Note: U's gains grow towards (1 - p) as N grows (not concave), so greedy is a heuristic
-    here (the paper's procedure) and it favours prompts with small predicted p; p = 0 has U = 0.
-    Shapes: [M] -> [M] ints. Example: v0_budgets([0.9, 0.1], 8, 2, 6) -> [2, 6].
-    """
-    rates = [float(x) for x in p_pred]
-    if any(not 0.0 <= x <= 1.0 for x in rates):
-        raise ValueError(f"predicted success rates must lie in [0, 1], got {rates}")
-
-    def gain(i: int, n: int) -> float:
-        return utility_budget(rates[i], n + 1) - utility_budget(rates[i], n)
-
-    return greedy_budgets(gain, len(rates), total_budget, n_low, n_up)
-
-
-# ---------------------------------------------------------------------------------------------
-# Cost-aware routing across models
-
-
-def normalise_costs(costs: torch.Tensor | Sequence[float]) -> torch.Tensor:
-    """(c - min c) / (max c - min c); all zeros when every cost is equal. [1, 3] -> [0, 1]."""
-    c = torch.as_tensor(costs, dtype=torch.float32)
-    span = c.max() - c.min()
-    return torch.zeros_like(c) if span <= 0 else (c - c.min()) / span
-
-
-def relabel_rewards(rewards: torch.Tensor, cost_normalised: float | torch.Tensor,
-                    beta: float) -> torch.Tensor:
-    """r^beta = beta * r + (1 - beta) * (1 - cost_normalised): the router's context labels.
-
-    Example: relabel_rewards(torch.tensor([1., 0.]), 0.5, 0.8) -> [0.9, 0.1].
-    """
-    return beta * rewards + (1.0 - beta) * (1.0 - torch.as_tensor(cost_normalised))
-
-
-def route_scores(pred_success: torch.Tensor, costs_normalised: torch.Tensor | Sequence[float],
-                 beta: float) -> torch.Tensor:
-    """Expected relabelled reward beta * p + (1 - beta) * (1 - c_m) for every model and prompt.
-
-    This equals V0 on the relabelled context C^beta when the predictor is linear in the labels;
-    otherwise pass V0's own predictions on relabelled contexts with beta = 1.
-    Shapes: pred_success [M, Q], costs_normalised [M] -> [M, Q].
-    Example: route_scores([[0.9], [0.6]], [1.0, 0.0], 0.5) -> [[0.45], [0.8]].
-    """
-    p = torch.as_tensor(pred_success, dtype=torch.float32)
-    c = torch.as_tensor(costs_normalised, dtype=torch.float32)
-    return beta * p + (1.0 - beta) * (1.0 - c)[:, None]
-
-
-def route(pred_success: torch.Tensor, costs_normalised: torch.Tensor | Sequence[float],
-          beta: float) -> torch.Tensor:
-    """Model index per prompt: argmax_m route_scores (ties -> the lower index). [M, Q] -> [Q]."""
-    return route_scores(pred_success, costs_normalised, beta).argmax(dim=0)
-
-
-def pareto_table(pred_success: torch.Tensor, true_success: torch.Tensor,
-                 costs: torch.Tensor | Sequence[float], betas: Sequence[float]) -> list[dict]:
-    """Accuracy and cost of routing for each beta, and which rows are Pareto-optimal.
-
-    Shapes: pred_success, true_success [M, Q]; costs [M] (per call) or [M, Q] (per prompt).
-    Row: {beta, accuracy (mean true success of the chosen models), mean_cost, model_share [M],
-    pareto (no other row has accuracy >= and cost <= with one strict)}.
-    Example: pareto_table(p, y, [1.0, 10.0], [0.0, 0.5, 1.0]) -> 3 rows, beta 0 = cheapest model.
-    """
-    truth = torch.as_tensor(true_success, dtype=torch.float32)
-    cost = torch.as_tensor(costs, dtype=torch.float32)
-    cost_mq = cost[:, None].expand_as(truth) if cost.dim() == 1 else cost
-    norm = normalise_costs(cost_mq.mean(dim=1))
-    cols = torch.arange(truth.shape[1])
-    rows = []
-    for beta in betas:
-        chosen = route(pred_success, norm, float(beta))
-        share = torch.bincount(chosen, minlength=truth.shape[0]).float() / truth.shape[1]
-        rows.append({"beta": float(beta), "accuracy": float(truth[chosen, cols].mean()),
-                     "mean_cost": float(cost_mq[chosen, cols].mean()),
-                     "model_share": [float(x) for x in share]})
-    for row in rows:
-        row["pareto"] = not any(
-            o["accuracy"] >= row["accuracy"] and o["mean_cost"] <= row["mean_cost"]
-            and (o["accuracy"] > row["accuracy"] or o["mean_cost"] < row["mean_cost"])
-            for o in rows)
-    return rows

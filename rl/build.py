@@ -1,17 +1,54 @@
-"""Binds the recipe to objects, in one place (STYLE.md 2): functions below get explicit arguments."""
+"""Binds the recipe to objects, in one place (STYLE.md 2): names become objects here and only here
+(registries -> allocators, estimators, losses, collectors, shapers, engines, rewards, actors); every
+function below this module gets explicit arguments, never the config.
+
+Example: allocator = allocator_from(cfg, task); state = allocator_state(allocator)
+"""
 from __future__ import annotations
 
 import uuid
 from functools import partial
 
 from algorithms.advantages import ADVANTAGE_ESTIMATORS
-from allocation.curriculum import CurriculumAllocator, linear_budget, n_drop_budget, step_exponential_budget
-from allocation.knapsack import KnapsackAllocator, UniformAllocator
+from algorithms.aggregation import LOSS_AGGREGATIONS
+from algorithms.kl import KL_ESTIMATORS
+from allocation import ALLOCATORS
+from allocation.curriculum import linear_budget, n_drop_budget, step_exponential_budget
+from allocation.knapsack import KnapsackState
+from allocation.v0_allocation import V0Allocator
 from envs.tasks import build_task
 from rl.config import Config, ConfigError
+from rl.data.prompts import PromptEncoder
+from rl.drivers.estimators import CriticEstimator, GroupEstimator
+from rl.drivers.evaluation import Evaluator
+from rl.drivers.experience import COLLECTORS, REWARD_SHAPERS, Experience, Sampling, rollout_step
+from rl.drivers.rewards import check_rewards
+from rl.workers.critic import CriticActor, ReferenceActor
 from rl.workers.learner import LearnerActor, LossSettings
 from rl.workers.ray_setup import local_threads
 from rl.workers.rollout_worker import RolloutWorker
+from rollout.engines import ENGINES
+
+
+def _lookup(registry, key: str, name: str):
+    try:
+        return registry.get(name)
+    except KeyError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def check_names(cfg: Config) -> None:
+    """Fails fast, before any actor starts, on names a registry does not know and rewards that do not load."""
+    from algorithms.losses import POLICY_LOSSES
+    al = cfg.algorithm
+    for key, reg, name in [("algorithm.loss_aggregation", LOSS_AGGREGATIONS, al.loss_aggregation),
+                           ("algorithm.kl_estimator", KL_ESTIMATORS, al.kl_estimator),
+                           ("algorithm.advantage", ADVANTAGE_ESTIMATORS, al.advantage),
+                           ("algorithm.policy_loss", POLICY_LOSSES, al.policy_loss),
+                           ("allocation.name", ALLOCATORS, cfg.allocation.name),
+                           ("rollout.engine", ENGINES, cfg.rollout.engine)]:
+        _lookup(registry=reg, key=key, name=name)
+    check_rewards(cfg.rewards)
 
 
 def task_from(cfg: Config):
@@ -27,23 +64,37 @@ def task_from(cfg: Config):
         raise ConfigError(str(e)) from None
 
 
-def advantage_fn(cfg: Config):
-    try:
-        return ADVANTAGE_ESTIMATORS.get(cfg.algorithm.advantage)
-    except KeyError as e:
-        raise ConfigError(f"algorithm.advantage: {e}") from None
-
-
-def allocator_from(cfg: Config):
+# -- allocation ----------------------------------------------------------------------------------
+def allocator_from(cfg: Config, task=None):
+    """`allocation.name` from the ALLOCATORS registry; with `allocation.v0_predictor`, V0 wraps it."""
     a, n = cfg.allocation, cfg.rollout.samples_per_prompt
-    if a.name == "uniform":
-        return UniformAllocator(n)
-    if a.name == "knapsack":
-        return KnapsackAllocator(n, a.n_low, a.n_up)
-    if a.name == "curriculum":
-        inner = KnapsackAllocator(n, a.n_low, a.n_up) if a.curriculum_samples == "knapsack" else None
-        return CurriculumAllocator(length_schedule(cfg), n, samples_allocator=inner)
-    raise ConfigError(f"allocation.name: unknown allocator {a.name!r}; valid: curriculum, knapsack, uniform")
+    cls = _lookup(ALLOCATORS, "allocation.name", a.name)
+    knapsack = partial(ALLOCATORS.get("knapsack"), n, a.min_samples_per_prompt, a.max_samples_per_prompt)
+    try:
+        if a.name == "knapsack":
+            allocator = knapsack()
+        elif a.name == "curriculum":
+            inner = knapsack() if a.curriculum_samples == "knapsack" else None
+            allocator = cls(length_schedule(cfg), n, samples_allocator=inner)
+        else:
+            allocator = cls(n)
+    except ValueError as e:
+        raise ConfigError(f"allocation: {e}") from None
+    if a.v0_predictor and task is not None:
+        prompt_of = {e.key: e.prompt for e in task.train}
+        allocator = V0Allocator(allocator, partial(_v0_predict, a.v0_predictor, prompt_of), a.v0_context_size)
+    return allocator
+
+
+def _v0_predict(path: str, prompt_of: dict, keys, context) -> list[float]:
+    from rl.v0.predictor import predict_success
+    return predict_success(path, [prompt_of[k] for k in keys], [(prompt_of[k], p) for k, p in context])
+
+
+def allocator_state(allocator):
+    """The allocator's own state, or a plain success history (kept for metrics and rollout logs)."""
+    state = allocator.new_state()
+    return state if state is not None else KnapsackState()
 
 
 def length_schedule(cfg: Config):
@@ -57,11 +108,50 @@ def length_schedule(cfg: Config):
     return partial(linear_budget, total_steps=steps, b_start=a.budget_start_tokens, b_end=a.budget_end_tokens)
 
 
+# -- experience ----------------------------------------------------------------------------------
+def sampling(cfg: Config) -> Sampling:
+    r = cfg.rollout
+    return Sampling(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, stop=list(r.stop))
+
+
+def reward_shapers(cfg: Config) -> list:
+    al = cfg.algorithm
+    if not al.overlong_max_tokens:
+        return []
+    return [partial(REWARD_SHAPERS.get("overlong"), max_tokens=al.overlong_max_tokens,
+                    cache_tokens=al.overlong_cache_tokens)]
+
+
+def experience_from(cfg: Config, engines: list, tok, task) -> Experience:
+    allocator = allocator_from(cfg, task)
+    rollout = partial(rollout_step, sampling=sampling(cfg), rewards=cfg.rewards, shapers=reward_shapers(cfg),
+                      pad_id=tok.pad_token_id, success_threshold=cfg.allocation.success_threshold)
+    return Experience(engines, PromptEncoder(tok, cfg.task.system_prompt), task.sampler(cfg.run.seed), allocator,
+                      allocator_state(allocator), rollout, prompts_per_step=cfg.trainer.prompts_per_step,
+                      seed=cfg.run.seed, success_threshold=cfg.allocation.success_threshold)
+
+
+def collector_from(cfg: Config):
+    """-> collect(experience, step) -> StepData: DAPO dynamic sampling or a single draw."""
+    if cfg.algorithm.dynamic_sampling:
+        return partial(COLLECTORS.get("dapo_dynamic_sampling"), max_generation_rounds=cfg.algorithm.max_generation_rounds)
+    return COLLECTORS.get("single_draw")
+
+
+def evaluator_from(cfg: Config, engine, tok, task) -> Evaluator:
+    e = cfg.eval
+    return Evaluator(engine, PromptEncoder(tok, cfg.task.system_prompt), task.eval[: e.num_prompts], cfg.rewards[0],
+                     max_new_tokens=e.max_new_tokens, pass_k=e.pass_k, seed=cfg.run.seed,
+                     threshold=cfg.allocation.success_threshold)
+
+
+# -- actors --------------------------------------------------------------------------------------
 def loss_settings(cfg: Config) -> LossSettings:
     al = cfg.algorithm
     return LossSettings(eps_low=al.eps_low, eps_high=al.eps_high, dual_clip_c=al.dual_clip_c,
                         loss_aggregation=al.loss_aggregation, kl_coef=al.kl_coef, kl_estimator=al.kl_estimator,
-                        temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens)
+                        temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens,
+                        policy_loss=al.policy_loss)
 
 
 def start_workers(cfg: Config, pad_id: int):
@@ -72,32 +162,93 @@ def start_workers(cfg: Config, pad_id: int):
         max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
         microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
         loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id)
-    engines = [RolloutWorker.remote(cfg.rollout.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
-                                    cfg.rollout.share_prefill, engine_kwargs=engine_kwargs(cfg), learner_name=name)
-               for _ in range(cfg.rollout.num_workers)]
+    engines = [engine_from(cfg, learner_name=name) for _ in range(cfg.rollout.num_workers)]
     return engines, learner
 
 
-def engine_kwargs(cfg: Config) -> dict:
-    """Engine-specific settings; the hf engine ignores those it has no use for."""
+def engine_from(cfg: Config, learner_name: str | None = None, **options):
     r = cfg.rollout
-    return {"gpu_memory_utilization": r.gpu_memory_utilization, "tensor_parallel_size": r.tensor_parallel_size,
-            "max_model_len": r.max_model_len,
-            "kv_cache_memory_bytes": None if r.kv_cache_mb is None else int(r.kv_cache_mb * 2**20)}
+    kwargs = {"gpu_memory_utilization": r.gpu_memory_utilization, "tensor_parallel_size": r.tensor_parallel_size,
+              "max_model_len": r.max_model_len,
+              "kv_cache_memory_bytes": None if r.kv_cache_mb is None else int(r.kv_cache_mb * 2**20)}
+    return RolloutWorker.options(**options).remote(r.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
+                                                   r.share_prefill, engine_kwargs=kwargs, learner_name=learner_name)
 
 
-def check_names(cfg: Config) -> None:
-    """Fails fast, before any actor starts, on names a registry does not know."""
-    from algorithms.aggregation import LOSS_AGGREGATIONS
-    from algorithms.kl import KL_ESTIMATORS
-    from rollout.engines import ENGINES
-    for key, reg, name in [("algorithm.loss_aggregation", LOSS_AGGREGATIONS, cfg.algorithm.loss_aggregation),
-                           ("algorithm.kl_estimator", KL_ESTIMATORS, cfg.algorithm.kl_estimator),
-                           ("rollout.engine", ENGINES, cfg.rollout.engine)]:
-        try:
-            reg.get(name)
-        except KeyError as e:
-            raise ConfigError(f"{key}: {e}") from None
-    advantage_fn(cfg)
-    allocator_from(cfg)
+def estimator_from(cfg: Config, kind: str, pad_id: int, learner):
+    """"group": a GRPO-family baseline by `algorithm.advantage`; "critic": LLM PPO's critic (+ reference)."""
+    if kind == "group":
+        return GroupEstimator(_lookup(ADVANTAGE_ESTIMATORS, "algorithm.advantage", cfg.algorithm.advantage))
+    c, t = cfg.critic, cfg.trainer
+    options = {}
+    if c.placement == "colocated":
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        node = ray.get(learner.node_id.remote())
+        options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+    critic = CriticActor.options(**options).remote(
+        c.model or cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=c.lr, weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, value_clip=c.value_clip, value_loss_coef=c.value_loss_coef,
+        minibatch_samples=t.minibatch_samples, microbatch_samples=t.microbatch_samples,
+        updates_per_batch=cfg.algorithm.updates_per_batch, loss_aggregation=cfg.algorithm.loss_aggregation,
+        max_new_tokens=cfg.rollout.max_new_tokens, num_threads=local_threads(), pad_id=pad_id)
+    reference = None
+    if c.kl_penalty_coef > 0:
+        reference = ReferenceActor.options(**options).remote(
+            cfg.model.name, cfg.model.dtype, cfg.run.seed, temperature=cfg.rollout.temperature,
+            microbatch_samples=t.microbatch_samples, num_threads=local_threads(), pad_id=pad_id)
+    return CriticEstimator(critic, reference, c.gamma, c.lam, c.kl_penalty_coef, c.whiten_advantages)
 
+
+# -- coding agents -------------------------------------------------------------------------------
+def coding_tasks(cfg: Config) -> list:
+    from envs.coding.sources import load_task_source
+    try:
+        return load_task_source(cfg.coding.tasks, cfg.run.seed, workers=1)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"coding.tasks: {e}") from None
+
+
+def turn_policy(cfg: Config):
+    from allocation.turn_control import parse_turn_control
+    try:
+        return parse_turn_control(cfg.coding.turn_control)
+    except ValueError as e:
+        raise ConfigError(f"coding.turn_control: {e}") from None
+
+
+def episodes_from(cfg: Config, tok):
+    """-> run(tasks, samples_per_task, engine) -> (trajectories, group ids), sandboxed, the turn budget bound."""
+    from envs.coding.sandbox import LocalSandbox, detect_local_backend
+    from rl.drivers.episodes import episodes
+    c = cfg.coding
+    sandbox = partial(_sandbox, LocalSandbox, c.command_timeout_s, detect_local_backend())
+    return partial(episodes, tok=tok, policy=turn_policy(cfg), make_sandbox=sandbox,
+                   max_new_tokens_per_turn=c.max_new_tokens_per_turn, temperature=cfg.rollout.temperature,
+                   hard_turn_limit=c.hard_turn_limit, command_timeout_s=c.command_timeout_s)
+
+
+def _sandbox(cls, timeout_s: float, backend: str, task):
+    return cls.create(timeout_s=timeout_s, backend=backend)
+
+
+# -- DPO -----------------------------------------------------------------------------------------
+def preference_data(cfg: Config, tok):
+    """-> (train, held-out) EncodedPairs and counts {pairs/train, pairs/held_out, pairs/dropped_too_long}."""
+    from rl.data.prefs import encode_pairs, load_pairs, pairs_from_rollouts, split_pairs
+    d = cfg.dpo
+    pairs = load_pairs(d.pairs_path) if d.pairs_path else pairs_from_rollouts(d.from_rollouts)
+    train, held = [encode_pairs(tok, ps, cfg.task.system_prompt, d.max_length_tokens, d.append_eos)
+                   for ps in split_pairs(pairs, d.eval_fraction, cfg.run.seed)]
+    if len(train) == 0:
+        raise ConfigError(f"dpo.max_length_tokens: every training prompt is longer than {d.max_length_tokens} tokens")
+    return train, held, {"pairs/train": len(train), "pairs/held_out": len(held),
+                         "pairs/dropped_too_long": train.dropped + held.dropped}
+
+
+def dpo_learner_from(cfg: Config, pad_id: int):
+    from rl.workers.dpo_learner import DPOLearnerActor
+    t, d = cfg.trainer, cfg.dpo
+    return DPOLearnerActor.remote(cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
+                                  max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, beta=d.beta,
+                                  microbatch_pairs=d.microbatch_pairs, num_threads=local_threads(), pad_id=pad_id)

@@ -1,4 +1,4 @@
-"""`rl`: the command line.
+"""`rl`: the command line. One table maps each subcommand to the function that runs it.
 
   rl train RECIPE [key=value ...] [--resume] [--address ADDR] [--print-config]
   rl eval RECIPE [key=value ...] [--checkpoint DIR]      held-out greedy accuracy (and pass@k)
@@ -23,67 +23,36 @@ from rl.config import ConfigError, dump, load_config
 
 EXIT_CONFIG = 2
 
+SUBCOMMANDS = {  # name: ("module:function(argv) -> exit code", help)
+    "train": ("rl.cli:train_main", "train from a YAML recipe (`rl train --help`)"),
+    "eval": ("rl.cli:eval_main", "held-out accuracy of a recipe's model or a checkpoint; `rl eval swebench ...` "
+             "for coding agents"),
+    "bench": ("rl.cli:bench_main", "benchmarks, each next to its anchor in the same run (`rl bench --help`)"),
+    "value": ("rl.v0.cli:main_value", "V0 value model: `rl value train|eval --help`"),
+    "route": ("rl.tools.route:main_route", "route prompts across models by predicted success and cost"),
+    "plan": ("rl.tools.realloc_plan:main_plan", "parameter-reallocation planner for a cluster spec (ReaLHF)"),
+    "sweep": ("rl.tools.sweep:main_sweep", "launch a hyper-parameter sweep on Ray Tune"),
+    "prefs": ("rl.data.prefs:main", "DPO preference pairs from a GRPO run's rollouts.jsonl"),
+}
 
-def _bench_names() -> list[str]:
-    import rl.bench
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(rl.bench.__path__))
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rl", description="RL post-training toolkit: GRPO on Ray, "
-                                "allocation, classic-control PPO at scale, coding-agent evaluation.")
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train from a YAML recipe")
-    t.add_argument("recipe")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20")
-    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    t.add_argument("--address", default=None, help="join a Ray cluster (default: start a local Ray)")
-    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    e = sub.add_parser("eval", help="evaluate a recipe's model (or a checkpoint) on the held-out split; "
-                       "`rl eval swebench ...` for coding agents")
-    e.add_argument("recipe")
-    e.add_argument("overrides", nargs="*")
-    e.add_argument("--checkpoint", default=None, help="a run's checkpoint dir (default: the base model)")
-    e.add_argument("--address", default=None)
-    sub.add_parser("value", help="V0 value model: `rl value train|eval --help`")
-    sub.add_parser("route", help="route prompts across models by predicted success and cost (`rl route --help`)")
-    sub.add_parser("plan", help="parameter-reallocation planner for a cluster spec (`rl plan --help`)")
-    sub.add_parser("sweep", help="launch a hyper-parameter sweep on Ray Tune (`rl sweep --help`)")
-    sub.add_parser("prefs", help="DPO preference pairs from a GRPO run's rollouts.jsonl (`rl prefs --help`)")
-    b = sub.add_parser("bench", help=f"benchmarks: {', '.join(_bench_names())}")
-    b.add_argument("name", choices=_bench_names())
-    b.add_argument("args", nargs=argparse.REMAINDER)
-    return p
+def _run(target: str, argv: list[str]) -> int:
+    module, fn = target.split(":")
+    return int(getattr(importlib.import_module(module), fn)(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["eval", "swebench"]:
-        return importlib.import_module("rl.tools.swebench").main(argv[2:])
-    if argv[:1] == ["value"]:
-        return importlib.import_module("rl.v0.value").main_value(argv[1:])
-    if argv[:1] == ["route"]:
-        return importlib.import_module("rl.tools.route").main_route(argv[1:])
-    if argv[:1] == ["plan"]:
-        return importlib.import_module("rl.tools.realloc_plan").main_plan(argv[1:])
-    if argv[:1] == ["sweep"]:
-        return importlib.import_module("rl.tools.sweep").main_sweep(argv[1:])
-    if argv[:1] == ["prefs"]:
-        return importlib.import_module("rl.data.prefs").main(argv[1:])
-    args = _parser().parse_args(argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        p = argparse.ArgumentParser(prog="rl", description="RL post-training toolkit: GRPO/PPO/DPO on Ray, "
+                                    "allocation, classic-control PPO at scale, coding-agent evaluation.")
+        sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+        for name, (_, help_) in SUBCOMMANDS.items():
+            sub.add_parser(name, help=help_, add_help=False)
+        p.parse_args(argv)  # prints usage and exits 2 (or 0 for --help)
+        return EXIT_CONFIG
     try:
-        if args.command == "bench":
-            mod = importlib.import_module("rl.bench." + args.name.replace("-", "_"))
-            return int(mod.main(args.args) or 0)
-        cfg = load_config(args.recipe, args.overrides)
-        if args.command == "train":
-            if args.print_config:
-                print(dump(cfg), end="")
-                return 0
-            return _train(cfg, args)
-        from rl.tools.eval_checkpoint import eval_checkpoint
-        eval_checkpoint(cfg, args.checkpoint, args.address)
-        return 0
+        return _run(SUBCOMMANDS[argv[0]][0], argv[1:])
     except ConfigError as e:
         print(f"rl: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -92,14 +61,55 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _train(cfg, args) -> int:
-    from rl.drivers import DRIVERS, run_with_restarts
+def _recipe_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20")
+    p.add_argument("--address", default=None, help="join a Ray cluster (default: start a local Ray)")
+    return p
+
+
+def train_main(argv: list[str]) -> int:
+    p = _recipe_parser("rl train")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = p.parse_args(argv)
+    cfg = load_config(args.recipe, args.overrides)
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
+    from rl.drivers import DRIVERS
+    from rl.run.restarts import run_with_restarts
     try:
         driver = DRIVERS.get(cfg.algorithm.name)
     except KeyError as e:
         raise ConfigError(f"algorithm.name: {e}") from None
     run_with_restarts(driver, cfg, resume=args.resume, address=args.address)
     return 0
+
+
+def eval_main(argv: list[str]) -> int:
+    if argv[:1] == ["swebench"]:
+        return _run("rl.tools.swebench:main", argv[1:])
+    p = _recipe_parser("rl eval")
+    p.add_argument("--checkpoint", default=None, help="a run's checkpoint dir (default: the base model)")
+    args = p.parse_args(argv)
+    from rl.tools.eval_checkpoint import eval_checkpoint
+    eval_checkpoint(load_config(args.recipe, args.overrides), args.checkpoint, args.address)
+    return 0
+
+
+def _bench_names() -> list[str]:
+    import rl.bench
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(rl.bench.__path__))
+
+
+def bench_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rl bench", description="benchmarks; each writes bench/results/<name>.json")
+    p.add_argument("name", choices=_bench_names())
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    return _run("rl.bench." + args.name.replace("-", "_") + ":main", args.args)
 
 
 if __name__ == "__main__":

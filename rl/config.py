@@ -1,25 +1,17 @@
-"""One typed config tree. YAML recipes override it sparsely; `a.b=c` CLI overrides go on top.
-
-Errors name the dotted key: an unknown key gets the closest valid one, a wrong type gets the
-expected type. The CLI turns `ConfigError` into one line on stderr and exit code 2.
-
-Example: cfg = load_config("recipes/quickstart.yaml", ["trainer.steps=5"])
+"""One typed config tree. YAML recipes override it sparsely; `a.b=c` CLI overrides go on top. Errors name
+the dotted key (an unknown key gets the closest valid one, a wrong type the expected type); the CLI turns
+`ConfigError` into one line on stderr and exit code 2. Example: load_config("r.yaml", ["trainer.steps=5"])
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe problem, reported as one line naming the key."""
+from rl.data.mapping import ConfigError, build
 
 
 RENAMED = {"allocation.n_low": "allocation.min_samples_per_prompt",
@@ -91,6 +83,7 @@ class RolloutConfig:
 class AlgorithmConfig:
     name: str = "grpo"  # driver: grpo | ppo | dpo | coding_grpo | control_ppo
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
+    policy_loss: str = "ppo"  # POLICY_LOSSES (algorithms/losses.py): ppo = clipped surrogate, clip-higher, dual-clip
     loss_aggregation: str = "token-mean"
     eps_low: float = 0.2
     eps_high: float = 0.28
@@ -261,84 +254,6 @@ class Config:
     coding: CodingConfig = field(default_factory=CodingConfig)  # multi-turn coding RL only
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return build(tp, value, path)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{path}.{i}") for i, v in enumerate(value)]
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif tp is float and isinstance(value, str) and _is_float(value):
-        return float(value)  # YAML 1.1 reads 3e-6 (no dot) as a string
-    elif tp is bool and isinstance(value, bool):
-        return value
-    elif tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
-        return value
-    elif tp is Any:
-        return value
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return text.strip().lower() not in ("nan", "inf", "-inf", "infinity")
-
-
-def build(cls: type, data: dict, path: str = "") -> Any:
-    """Builds dataclass `cls` from a sparse mapping, checking keys and types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{path}.{key}" if path else str(key)
-        if key not in names and dotted in RENAMED:
-            raise ConfigError(f"unknown key '{dotted}': it was renamed; did you mean '{RENAMED[dotted]}'?")
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{(path + '.' if path else '') + close[0]}'?" if close else ""
-            raise ConfigError(f"unknown key '{dotted}'{hint} (valid: {', '.join(names)})")
-        kwargs[key] = _coerce(value, hints[key], dotted)
-    return cls(**kwargs)
-
-
 def apply_override(data: dict, dotted: str) -> None:
     """Sets `a.b.c=value` (YAML-parsed value) into a nested mapping; list items by index."""
     if "=" not in dotted:
@@ -347,7 +262,7 @@ def apply_override(data: dict, dotted: str) -> None:
     value = yaml.safe_load(raw) if raw != "" else ""
     parts = key.strip().split(".")
     node: Any = data
-    for i, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         if isinstance(node, list):
             node = node[int(part)]
             continue
@@ -378,7 +293,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
             raise ConfigError(f"{path}: a recipe is a mapping of sections")
     for o in overrides:
         apply_override(data, o)
-    cfg = build(Config, data)
+    cfg = build(Config, data, renamed=RENAMED)
     validate(cfg)
     return cfg
 
@@ -402,12 +317,27 @@ def validate(cfg: Config) -> None:
         raise ConfigError("rollout.temperature: must be > 0 (use a small value for near-greedy)")
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward function is needed")
+    if cfg.algorithm.name == "dpo":
+        check_dpo(cfg.dpo)
     if cfg.allocation.v0_predictor is not None:
         if cfg.allocation.name != "knapsack":
             raise ConfigError("allocation.v0_predictor: only the knapsack allocator uses V0 predictions")
         if not Path(cfg.allocation.v0_predictor).exists():
             raise ConfigError(f"allocation.v0_predictor: {cfg.allocation.v0_predictor!r} not found "
                               "(train one with `rl value train runs/<name>/rollouts.jsonl --out v0.pt`)")
+
+
+def check_dpo(d: DPOConfig) -> None:
+    """Cross-field checks of the `dpo:` section (validated when `algorithm.name: dpo`)."""
+    if (d.pairs_path is None) == (d.from_rollouts is None):
+        raise ConfigError("dpo.pairs_path / dpo.from_rollouts: give exactly one source of preference pairs")
+    for key in ("beta", "epochs", "pairs_per_step", "microbatch_pairs", "max_length_tokens"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(f"dpo.{key}: must be > 0, got {getattr(d, key)}")
+    if d.max_steps is not None and d.max_steps <= 0:
+        raise ConfigError(f"dpo.max_steps: must be > 0 or null, got {d.max_steps}")
+    if not 0.0 <= d.eval_fraction < 1.0:
+        raise ConfigError(f"dpo.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
 
 
 def to_dict(cfg: Any) -> dict:

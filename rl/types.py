@@ -6,6 +6,37 @@ from dataclasses import dataclass, field
 import torch
 
 
+def right_pad(rows: list[list], pad_value, dtype: torch.dtype, width: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged rows right-padded into one tensor, and the 0/1 mask of the real entries. The one
+    padding routine of the shell (batches, DPO pairs).
+
+    rows: [n][len_i] -> (padded [n, width], mask [n, width] long); width defaults to max(1, max len_i).
+    Example: right_pad([[5], [6, 7]], 2, torch.long) -> ([[5, 2], [6, 7]], [[1, 0], [1, 1]])
+    """
+    if width is None:
+        width = max(1, max((len(r) for r in rows), default=0))
+    out = torch.full((len(rows), width), pad_value, dtype=dtype)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r) > width:
+            raise ValueError(f"row {i} has {len(r)} entries, more than width {width}")
+        out[i, :len(r)] = torch.tensor(r, dtype=dtype)
+        mask[i, :len(r)] = 1
+    return out, mask
+
+
+def index_chunks(n: int, size: int) -> list[list[int]]:
+    """0..n-1 cut into consecutive chunks of at most `size` indices (micro-batches of items that
+    are not RolloutBatches, e.g. DPO pairs; RolloutBatch.chunks packs whole groups instead).
+
+    Example: index_chunks(5, 2) -> [[0, 1], [2, 3], [4]]
+    """
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+
+
 @dataclass
 class RolloutBatch:
     """One step's rollouts, grouped by prompt (group sizes may differ).
@@ -74,17 +105,15 @@ class RolloutBatch:
         Example: RolloutBatch.from_sequences([[1, 2]], [[5], [6, 7]], [[-.1], [-.2, -.3]], [0, 0], [1., 0.], 2)
                  -> completion_ids [[5, 2], [6, 7]], completion_mask [[1, 0], [1, 1]]
         """
-        n, width = len(completion_ids), max(1, max((len(c) for c in completion_ids), default=0))
-        ids = torch.full((n, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        logps = torch.zeros((n, width), dtype=torch.float32)
-        lmask = torch.zeros((n, width), dtype=torch.long) if loss_masks is not None else None
-        for i, c in enumerate(completion_ids):
-            ids[i, :len(c)] = torch.tensor(c, dtype=torch.long)
-            mask[i, :len(c)] = 1
-            logps[i, :len(c)] = torch.tensor(logprobs[i], dtype=torch.float32)
-            if lmask is not None:
-                lmask[i, :len(c)] = torch.tensor(loss_masks[i], dtype=torch.long)
+        lengths = [len(c) for c in completion_ids]
+        for name, rows in (("logprobs", logprobs), ("loss_masks", loss_masks)):
+            if rows is not None and [len(r) for r in rows] != lengths:
+                raise ValueError(f"{name} must have one entry per completion token")
+        ids, mask = right_pad(completion_ids, pad_id, torch.long)
+        width = ids.shape[1]
+        logps = right_pad(logprobs, 0.0, torch.float32, width)[0]
+        lmask = None if loss_masks is None else right_pad(loss_masks, 0, torch.long, width)[0]
+        n = len(completion_ids)
         return cls(prompt_ids=list(prompt_ids), completion_ids=ids, completion_mask=mask, logprobs=logps,
                    group_ids=torch.tensor(group_ids, dtype=torch.long),
                    rewards=torch.as_tensor(rewards, dtype=torch.float32), finish_reasons=list(finish_reasons or []),

@@ -13,41 +13,36 @@ import json
 import time
 from pathlib import Path
 
+from rl.bench.common import figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm, write_results
+
 ARMS = {"uniform": ["allocation.name=uniform"],
         "knapsack": ["allocation.name=knapsack", "allocation.min_samples_per_prompt=2", "allocation.max_samples_per_prompt=32"]}
 
 
 def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
-    from rl.config import load_config
-    from rl.drivers.grpo import train
-    from rl.run.logging import read_metrics
     steps = a.epochs * a.train_prompts // a.prompts_per_step
-    cfg = load_config(None, [
-        f"run.name={name}", f"run.output_dir={out_dir}", "run.wandb_mode=disabled", f"run.seed={a.seed}",
-        "run.checkpoint_every_steps=0", "model.name=smollm2-135m", "task.digits=[1, 2, 3]",
+    run = run_grpo_arm(name, out_dir, [
+        f"run.seed={a.seed}", "model.name=smollm2-135m", "task.digits=[1, 2, 3]",
         f"task.train_size={a.train_prompts}", f"task.eval_size={a.eval_prompts}", f"trainer.steps={steps}",
         f"trainer.prompts_per_step={a.prompts_per_step}", "rollout.samples_per_prompt=8",
         "rollout.max_new_tokens=16", f"trainer.lr={a.lr}",
         f"trainer.minibatch_samples={8 * a.prompts_per_step}", f"trainer.microbatch_samples={4 * a.prompts_per_step}",
         f"eval.num_prompts={a.eval_prompts}", *extra])
-    summary = train(cfg)
-    rows = read_metrics(out_dir / name / "metrics.jsonl")
+    rows = run.rows
     per_epoch = a.train_prompts // a.prompts_per_step
     epochs = [rows[e * per_epoch:(e + 1) * per_epoch] for e in range(a.epochs)]
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     return {"steps": steps,
-            "effective_gradient_ratio_by_epoch": [mean(rs, "effective_gradient_ratio") for rs in epochs],
-            "effective_prompt_ratio_by_epoch": [mean(rs, "effective_prompt_ratio") for rs in epochs],
-            "reward_by_epoch": [mean(rs, "reward/mean") for rs in epochs],
+            "effective_gradient_ratio_by_epoch": [mean_of(rs, "effective_gradient_ratio") for rs in epochs],
+            "effective_prompt_ratio_by_epoch": [mean_of(rs, "effective_prompt_ratio") for rs in epochs],
+            "reward_by_epoch": [mean_of(rs, "reward/mean") for rs in epochs],
             "budget_max": max(r["budget_max"] for r in rows), "budget_min": min(r["budget_min"] for r in rows),
-            "rollouts_total": 8 * a.prompts_per_step * len(rows),
-            "eval_before": summary.get("before", {}), "eval_after": summary.get("after", {}),
+            "rollouts_total": 8 * a.prompts_per_step * len(rows), **run.evals,
             "curve": [r["effective_gradient_ratio"] for r in rows]}
 
 
 def v0_auc(out_dir: Path, window_steps: int) -> dict:
     """V0 trained on the uniform run's history (one policy per epoch), evaluated on the knapsack run's."""
-    from rl.v0.value import main_value
+    from rl.v0.cli import main_value
     pred = out_dir / "v0.pt"
     hist = out_dir / "uniform" / "rollouts.jsonl"
     w = str(window_steps)
@@ -62,21 +57,13 @@ def v0_auc(out_dir: Path, window_steps: int) -> dict:
 
 
 def plot(result: dict, png: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
-    for arm, r in result["arms"].items():
-        ax[0].plot(r["curve"], label=arm)
-        ax[1].bar([f"{arm}\nbefore", f"{arm}\nafter"],
-                  [r["eval_before"].get("eval/greedy_accuracy", 0), r["eval_after"].get("eval/greedy_accuracy", 0)])
-    ax[0].set_title("effective-gradient ratio per step")
-    ax[0].set_xlabel("step")
-    ax[0].legend()
-    ax[1].set_title("held-out greedy accuracy")
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    arms = result["arms"]
+    with figure(png) as ax:
+        plot_arm_curves(ax[0], {arm: r["curve"] for arm, r in arms.items()}, "effective-gradient ratio per step")
+        for arm, r in arms.items():
+            ax[1].bar([f"{arm}\nbefore", f"{arm}\nafter"],
+                      [greedy_accuracy(r["eval_before"], 0), greedy_accuracy(r["eval_after"], 0)])
+        ax[1].set_title("held-out greedy accuracy")
 
 
 def main(argv: list[str]) -> int:
@@ -100,12 +87,9 @@ def main(argv: list[str]) -> int:
     print(f"{'arm':10s} {'EGR by epoch':28s} {'acc before':>10s} {'acc after':>10s}")
     for arm, r in result["arms"].items():
         egr = " ".join(f"{x:.3f}" for x in r["effective_gradient_ratio_by_epoch"])
-        print(f"{arm:10s} {egr:28s} {r['eval_before'].get('eval/greedy_accuracy', float('nan')):10.3f} "
-              f"{r['eval_after'].get('eval/greedy_accuracy', float('nan')):10.3f}")
+        print(f"{arm:10s} {egr:28s} {greedy_accuracy(r['eval_before']):10.3f} {greedy_accuracy(r['eval_after']):10.3f}")
     gain = result["effective_gradient_gain_epochs_2plus"]
     print(f"knapsack vs uniform effective-gradient ratio, epochs 2+: {gain:+.1%}" if gain is not None else "")
     print("V0 vs kNN:", {k2: v for k2, v in result["v0"].items() if k2 in ("v0_auc", "knn_auc", "error")})
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    plot(result, Path(a.out).with_suffix(".png"))
+    plot(result, write_results(a.out, result).with_suffix(".png"))
     return 0

@@ -10,55 +10,41 @@ Writes bench/results/curriculum.json and .png.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from rl.bench.common import figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm, write_results
+
 
 def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
-    from rl.config import load_config
-    from rl.drivers.grpo import train
-    from rl.run.logging import read_metrics
-    cfg = load_config("recipes/grpo_curriculum_arith.yaml", [
-        f"run.name={name}", f"run.output_dir={out_dir}", "run.wandb_mode=disabled", f"run.seed={a.seed}",
-        "run.checkpoint_every_steps=0", f"trainer.steps={a.steps}", f"trainer.prompts_per_step={a.prompts_per_step}",
+    run = run_grpo_arm(name, out_dir, [
+        f"run.seed={a.seed}", f"trainer.steps={a.steps}", f"trainer.prompts_per_step={a.prompts_per_step}",
         f"trainer.minibatch_samples={8 * a.prompts_per_step}", f"trainer.microbatch_samples={8 * a.prompts_per_step}",
         f"eval.num_prompts={a.eval_prompts}", f"allocation.budget_period_steps={a.period}",
-        f"allocation.budget_start_tokens={a.b0}", *extra])
-    summary = train(cfg)
-    rows = read_metrics(out_dir / name / "metrics.jsonl")
-    correct = f"reward/{cfg.rewards[0].fn}"
+        f"allocation.budget_start_tokens={a.b0}", *extra], recipe="recipes/grpo_curriculum_arith.yaml")
+    rows, correct = run.rows, f"reward/{run.cfg.rewards[0].fn}"
     phases: dict[int, list[dict]] = {}
     for r in rows:
         phases.setdefault(int(r["length_budget_tokens"]), []).append(r)
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     return {"by_budget": [{"budget_tokens": b, "steps": len(rs),
-                           "response_length_mean": mean(rs, "response_length/mean"),
-                           "correct_mean": mean(rs, correct)} for b, rs in phases.items()],
+                           "response_length_mean": mean_of(rs, "response_length/mean"),
+                           "correct_mean": mean_of(rs, correct)} for b, rs in phases.items()],
             "length_curve": [r["response_length/mean"] for r in rows],
             "budget_curve": [r["length_budget_tokens"] for r in rows],
-            "correct_curve": [r[correct] for r in rows], "correct_metric": correct,
-            "eval_before": summary.get("before", {}), "eval_after": summary.get("after", {})}
+            "correct_curve": [r[correct] for r in rows], "correct_metric": correct, **run.evals}
 
 
 def plot(result: dict, png: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
-    for arm, r in result["arms"].items():
-        line, = ax[0].plot(r["length_curve"], label=f"{arm}: response length")
-        ax[0].plot(r["budget_curve"], "--", color=line.get_color(), label=f"{arm}: budget B(t)")
-        ax[1].plot(r["correct_curve"], label=arm)
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("tokens")
-    ax[0].legend(fontsize=7)
-    ax[1].set_title(f"correct ({next(iter(result['arms'].values()))['correct_metric']}) per step")
-    ax[1].set_xlabel("step")
-    ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    arms = result["arms"]
+    with figure(png) as ax:
+        for arm, r in arms.items():
+            line, = ax[0].plot(r["length_curve"], label=f"{arm}: response length")
+            ax[0].plot(r["budget_curve"], "--", color=line.get_color(), label=f"{arm}: budget B(t)")
+        ax[0].set_xlabel("step")
+        ax[0].set_ylabel("tokens")
+        ax[0].legend(fontsize=7)
+        plot_arm_curves(ax[1], {arm: r["correct_curve"] for arm, r in arms.items()},
+                        f"correct ({next(iter(arms.values()))['correct_metric']}) per step")
 
 
 def main(argv: list[str]) -> int:
@@ -86,9 +72,7 @@ def main(argv: list[str]) -> int:
         for ph in r["by_budget"]:
             print(f"{arm:11s} {ph['budget_tokens']:6d} {ph['steps']:5d} {ph['response_length_mean']:8.1f} "
                   f"{ph['correct_mean']:7.3f}")
-        print(f"{arm:11s} held-out greedy accuracy {r['eval_before'].get('eval/greedy_accuracy', float('nan')):.3f}"
-              f" -> {r['eval_after'].get('eval/greedy_accuracy', float('nan')):.3f}")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    plot(result, Path(a.out).with_suffix(".png"))
+        print(f"{arm:11s} held-out greedy accuracy {greedy_accuracy(r['eval_before']):.3f}"
+              f" -> {greedy_accuracy(r['eval_after']):.3f}")
+    plot(result, write_results(a.out, result).with_suffix(".png"))
     return 0

@@ -8,32 +8,25 @@ reported. Writes bench/results/grpo_step.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from rl.bench.common import machine_info, run_grpo_arm, spread, timestamp, write_results
 
 PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS = 8, 8, 16
 
 
 def ours(steps: int, out_dir: Path) -> list[float]:
-    from rl.config import load_config
-    from rl.drivers.grpo import train
-    from rl.run.logging import read_metrics
-    cfg = load_config(None, [
-        "run.name=bench_grpo_step", f"run.output_dir={out_dir}", "run.wandb_mode=disabled",
-        "run.checkpoint_every_steps=0", "run.progress_bar=false", "model.name=smollm2-135m",
+    run = run_grpo_arm("bench_grpo_step", out_dir, [
+        "run.progress_bar=false", "model.name=smollm2-135m",
         "task.digits=[1, 2, 3]", f"trainer.steps={steps}", f"trainer.prompts_per_step={PROMPTS_PER_STEP}",
         f"rollout.samples_per_prompt={SAMPLES}", f"rollout.max_new_tokens={NEW_TOKENS}",
         f"trainer.minibatch_samples={PROMPTS_PER_STEP * SAMPLES}",
         f"trainer.microbatch_samples={PROMPTS_PER_STEP * SAMPLES}", "algorithm.kl_coef=0.0",
         "eval.before_after=false", "trainer.lr=1e-6"])
-    cfg.run.checkpoint_every_steps = 0
-    train(cfg)
-    return [r["time/step_s"] for r in read_metrics(out_dir / "bench_grpo_step" / "metrics.jsonl")]
+    return [r["time/step_s"] for r in run.rows]
 
 
 def trl_reward(prompts, completions, answer, **_):
@@ -88,19 +81,17 @@ def main(argv: list[str]) -> int:
         print(f"ours: step times {[round(t, 2) for t in t_ours]} s", flush=True)
         t_trl = [] if a.skip_trl else trl(a.steps, Path(tmp))
         print(f"trl:  step times {[round(t, 2) for t in t_trl]} s", flush=True)
-    med = lambda ts: statistics.median(ts[1:] if len(ts) > 1 else ts) if ts else None  # noqa: E731
+    med = lambda ts: spread(ts[1:] if len(ts) > 1 else ts)["median"] if ts else None  # noqa: E731
     result = {"work": {"model": "smollm2-135m", "dtype": "float32", "prompts": PROMPTS_PER_STEP,
                        "samples_per_prompt": SAMPLES, "max_new_tokens": NEW_TOKENS, "beta": 0.0},
               "ours_step_s": med(t_ours), "trl_step_s": med(t_trl), "ours_all_s": t_ours, "trl_all_s": t_trl,
               "ratio_ours_over_trl": med(t_ours) / med(t_trl) if t_trl else None,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "machine": machine_info("cpus", "python"), "date": timestamp()}
     print(f"GRPO step: ours {result['ours_step_s']:.2f} s", end="")
     if t_trl:
         print(f" | TRL GRPOTrainer {result['trl_step_s']:.2f} s | ratio {result['ratio_ours_over_trl']:.3f}x "
               "(target <= 0.5, goal <= 0.33)")
     else:
         print()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
+    write_results(a.out, result)
     return 0

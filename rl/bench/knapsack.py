@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from allocation.knapsack import brute_force_budgets, budgets_objective, knapsack_budgets, solve_budgets
+from allocation.budgets import brute_force_budgets, budgets_objective, knapsack_budgets, solve_budgets
 
 
 def _times_ms(fn: Callable[[], object], repeats: int) -> list[float]:

@@ -22,20 +22,15 @@ from torch import Tensor
 
 from algorithms.aggregation import aggregate_loss
 from algorithms.gae import gae
-from algorithms.kl import kl_k3
+from algorithms.kl import approx_kl
 from algorithms.losses import clipped_surrogate, value_loss
+from algorithms.metrics import explained_variance
 from algorithms.segments import masked_whiten
 
 
 def _mean(per_sample: Tensor) -> Tensor:
     col = per_sample.reshape(-1, 1)  # control: one "token" per sample
     return aggregate_loss(col, torch.ones_like(col, dtype=torch.bool), "token-mean")
-
-
-def explained_variance(pred: Tensor, target: Tensor) -> float:
-    """1 - Var[target - pred] / Var[target]; nan when target is constant."""
-    var = target.var()
-    return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
 def ppo_update(agent, optimizer, buf, *, gamma: float, lam: float, epochs: int,
@@ -77,7 +72,7 @@ def ppo_update(agent, optimizer, buf, *, gamma: float, lam: float, epochs: int,
                 sums["loss/policy"] += float(_mean(pg))
                 sums["loss/value"] += float(_mean(v_loss))
                 sums["loss/entropy"] += float(entropy.mean())
-                sums["ppo/approx_kl"] += float(kl_k3(old_logp[idx], logp).mean())  # CleanRL approx_kl
+                sums["ppo/approx_kl"] += float(approx_kl(logp, old_logp[idx]))
                 sums["ppo/clip_fraction"] += float(clipped.float().mean())
     steps = epochs * num_mb
     metrics = {k: v / steps for k, v in sums.items()}

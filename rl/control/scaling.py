@@ -1,31 +1,32 @@
 """Scaling study over the number of parallel envs (Beukman et al. 2026, SPECS §10): the same
-recipe trained at each N in `sweep_num_envs` with the co-scaling rule (absolute
+recipe trained at each N in `control.sweep_num_envs` with the co-scaling rule (absolute
 `minibatch_samples`, so minibatches per epoch = N * num_steps // minibatch_samples; lr, epochs,
 clip fixed) and the same env-step budget, then one plot of return vs env steps, one curve per N.
 
-Writes run_dir/n<N>/ (a normal run each), run_dir/scaling.json and run_dir/scaling.png.
-Example: run_scaling(ControlConfig(sweep_num_envs=[1024, 65536]), 1, Path("runs/scaling"), "disabled")
+Writes runs/<name>/n<N>/ (a normal run each), runs/<name>/scaling.json and scaling.png.
+Example: run_scaling(cfg, train_one)   # train_one(cfg) -> final metrics of one run
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
+from typing import Callable
 
-from rl.config import ControlConfig
+from rl.config import Config
 from rl.run.logging import read_metrics
 
 
-def run_scaling(control: ControlConfig, seed: int, run_dir: pathlib.Path,
-                wandb_mode: str = "auto") -> dict[str, float]:
-    from rl.drivers.control_ppo import train_control
-
+def run_scaling(cfg: Config, train_one: Callable[[Config], dict]) -> dict[str, float]:
+    control = cfg.control
+    run_dir = pathlib.Path(cfg.run.output_dir) / cfg.run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     curves: dict[int, list[tuple[float, float]]] = {}
     summary: dict[str, float] = {}
     for n in control.sweep_num_envs:
-        cfg = dataclasses.replace(control, num_envs=int(n), sweep_num_envs=[])
-        final = train_control(cfg, seed, run_dir / f"n{n}", wandb_mode)
+        one = dataclasses.replace(cfg, control=dataclasses.replace(control, num_envs=int(n), sweep_num_envs=[]),
+                                  run=dataclasses.replace(cfg.run, output_dir=str(run_dir), name=f"n{n}"))
+        final = train_one(one)
         rows = read_metrics(run_dir / f"n{n}" / "metrics.jsonl")
         curves[n] = [(r["env_steps"], r["return/mean_100"]) for r in rows
                      if isinstance(r.get("return/mean_100"), (int, float)) and "env_steps" in r]

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
 
 from rl.config import ConfigError
 from rl.data.prompts import chat_prompt_ids
@@ -189,15 +188,21 @@ def encode_pairs(tok, pairs: list[PreferencePair], system_prompt: str | None = N
     return out
 
 
-def pad_completions(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and mask, both [len(seqs), max_len]."""
-    width = max(1, max(len(s) for s in seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = True
-    return ids, mask
+def step_pairs(num_pairs: int, pairs_per_step: int, seed: int, step: int) -> list[int]:
+    """Indices of the pairs of optimizer step `step`: a seeded permutation per epoch, cut in order.
+
+    Example: step_pairs(10, 4, 0, 2) -> the last 2 indices of epoch 0's permutation."""
+    per_epoch = math.ceil(num_pairs / pairs_per_step)
+    epoch, k = divmod(step, per_epoch)
+    order = list(range(num_pairs))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order[k * pairs_per_step:(k + 1) * pairs_per_step]
+
+
+def total_steps(num_pairs: int, pairs_per_step: int, epochs: int, max_steps: int | None = None) -> int:
+    """Optimizer steps of `epochs` passes over the pairs, capped at `max_steps`."""
+    steps = epochs * math.ceil(num_pairs / pairs_per_step)
+    return min(steps, max_steps) if max_steps else steps
 
 
 def main(argv: list[str] | None = None) -> int:

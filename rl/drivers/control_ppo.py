@@ -7,143 +7,97 @@
         log(metrics: returns, approx-KL, clip fraction, explained variance, SPS env/inference/train)
     eval: eval_episodes episodes, one per env, greedy actions unless eval_deterministic is False
 
-Example: train_control(ControlConfig(), seed=1, run_dir=Path("runs/ppo_cartpole"))
+With `control.sweep_num_envs` the same recipe is trained at each N (rl/control/scaling.py). Runs are
+short and start from scratch: `--resume` is ignored (each update is still logged exactly once).
+Example: rl train recipes/ppo_cartpole.yaml
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import pathlib
-import resource
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
-from envs.control import MODELS, ControlVectorEnv
-from envs.control.pool import ShardedVectorEnv
-from rl.config import ControlConfig
-from rl.control.buffer import EpisodeTracker, RolloutBuffer, collect, to_numpy
-from rl.control.policy import ActorCritic
+from rl.config import Config, ControlConfig, load_config
+from rl.control.agent import build_agent, evaluate, make_env, peak_rss_gb, throughput
+from rl.control.buffer import EpisodeTracker, RolloutBuffer, collect
 from rl.control.ppo import ewma_update, ppo_update
-from rl.run.logging import RunLogger, progress
+from rl.control.scaling import run_scaling
+from rl.run.run import Run
+
+PLOT_KEYS = ["return/mean_100", "eval/mean_return", "ppo/approx_kl", "ppo/clip_fraction", "ppo/explained_variance",
+             "sps/end_to_end", "sps/env", "loss/value"]
 
 
-def env_name(env_id: str) -> str:
-    return env_id.split("/", 1)[1] if env_id.startswith("rl/") else env_id
+def train(cfg: Config, resume: bool = False, address: str | None = None, callbacks: list = ()) -> dict:
+    if resume:
+        print("rl: control_ppo runs are short and restart from scratch; --resume is ignored")
+    if cfg.control.num_shards > 1:
+        from rl.workers.ray_setup import init_ray
+        init_ray(address)
+    if cfg.control.sweep_num_envs:
+        return run_scaling(cfg, partial(train_one, callbacks=callbacks))
+    return train_one(cfg, callbacks)
 
 
-def make_env(control: ControlConfig, num_envs: int, autoreset_mode: str = "same_step"):
-    """Native env for known ids (in-process, or sharded over Ray when num_shards > 1)."""
-    name = env_name(control.env_id)
-    if control.num_shards > 1 or name not in MODELS:
-        return ShardedVectorEnv(control.env_id, num_envs, max(1, control.num_shards),
-                                autoreset_mode=autoreset_mode, backend=control.backend)
-    return ControlVectorEnv(num_envs, backend=control.backend, autoreset_mode=autoreset_mode,
-                            copy=False, model=name)
+def train_control(control: ControlConfig, seed: int, run_dir: pathlib.Path, wandb_mode: str = "auto") -> dict:
+    """One run (or a scaling study) from a bare `control:` section, written to `run_dir`."""
+    run_dir = pathlib.Path(run_dir)
+    cfg = load_config(None, [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}", f"run.seed={seed}",
+                             f"run.wandb_mode={wandb_mode}", "algorithm.name=control_ppo"])
+    return train(dataclasses.replace(cfg, control=control))
 
 
-def build_agent(env, control: ControlConfig) -> ActorCritic:
-    obs_dim = int(np.prod(env.single_observation_space.shape))
-    space = env.single_action_space
-    discrete = hasattr(space, "n")
-    act_dim = int(space.n) if discrete else int(np.prod(space.shape))
-    return ActorCritic(obs_dim, act_dim, discrete, list(control.hidden_sizes), control.activation)
-
-
-@torch.no_grad()
-def evaluate(agent: ActorCritic, control: ControlConfig, seed: int) -> dict[str, float]:
-    """Mean/std return of `eval_episodes` episodes (the first episode of each of as many envs)."""
-    n = control.eval_episodes
-    env = make_env(dataclasses.replace(control, num_shards=1), n, "next_step")
-    obs, _ = env.reset(seed=seed)
-    returns, ret = np.full(n, np.nan), np.zeros(n)
-    while np.isnan(returns).any():
-        action = agent.act(torch.as_tensor(to_numpy(obs)), control.eval_deterministic)[0]
-        if not agent.discrete:
-            action = action.clamp(-2.0, 2.0)
-        obs, r, term, trunc, _ = env.step(action.numpy())
-        ret += to_numpy(r)
-        first = (to_numpy(term) | to_numpy(trunc)) & np.isnan(returns)
-        returns[first] = ret[first]
-    env.close()
-    return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
-            "eval/episodes": float(n)}
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
-
-
-def train_control(control: ControlConfig, seed: int, run_dir: pathlib.Path,
-                  wandb_mode: str = "auto") -> dict[str, float]:
-    if control.sweep_num_envs:
-        from rl.control.scaling import run_scaling
-        return run_scaling(control, seed, pathlib.Path(run_dir), wandb_mode)
-    if control.torch_threads > 0:
-        torch.set_num_threads(control.torch_threads)
+def train_one(cfg: Config, callbacks: list = ()) -> dict[str, float]:
+    c, seed = cfg.control, cfg.run.seed
+    if c.torch_threads > 0:
+        torch.set_num_threads(c.torch_threads)
     torch.manual_seed(seed)
-    env = make_env(control, control.num_envs)
-    agent = build_agent(env, control)
-    prox = copy.deepcopy(agent).requires_grad_(False) if control.ewma_decay > 0 else None
-    opt = torch.optim.Adam(agent.parameters(), lr=control.lr, eps=control.adam_eps)
-    act_shape = () if agent.discrete else env.single_action_space.shape
-    buf = RolloutBuffer(control.num_steps, control.num_envs, int(np.prod(
-        env.single_observation_space.shape)), act_shape, agent.discrete)
-    tracker = EpisodeTracker(control.num_envs)
-    logger = RunLogger(pathlib.Path(run_dir), {"control": dataclasses.asdict(control),
-                                               "seed": seed}, wandb_mode)
-    bar = progress(control.num_updates, f"control_ppo {control.env_id}") \
-        if control.progress_bar else None
+    env = make_env(c, c.num_envs)
+    agent = build_agent(env, c)
+    prox = copy.deepcopy(agent).requires_grad_(False) if c.ewma_decay > 0 else None
+    opt = torch.optim.Adam(agent.parameters(), lr=c.lr, eps=c.adam_eps)
+    update_fn = partial(ppo_update, gamma=c.gamma, lam=c.lam, epochs=c.epochs, minibatch_samples=c.minibatch_samples,
+                        clip=c.clip, value_clip=c.value_clip, ent_coef=c.ent_coef, vf_coef=c.vf_coef,
+                        max_grad_norm=c.max_grad_norm, norm_adv=c.norm_adv, prox_agent=prox)
+    buf = RolloutBuffer(c.num_steps, c.num_envs, int(np.prod(env.single_observation_space.shape)),
+                        () if agent.discrete else env.single_action_space.shape, agent.discrete)
+    tracker = EpisodeTracker(c.num_envs)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress_bar=cfg.run.progress_bar and c.progress_bar))
+    run = Run(cfg, total_steps=c.num_updates, title=f"control_ppo {c.env_id}", callbacks=callbacks,
+              postfix={"ret": "return/mean_100", "sps": "sps/end_to_end"})
     obs, _ = env.reset(seed=seed)
-    env_steps, t_start, metrics = 0, time.perf_counter(), {}
-    for update in range(control.num_updates):
-        if control.anneal_lr:
-            opt.param_groups[0]["lr"] = control.lr * (1 - update / control.num_updates)
+    env_steps, t_start, metrics, update = 0, time.perf_counter(), {}, 0
+    for update in run.steps():
+        if c.anneal_lr:
+            opt.param_groups[0]["lr"] = c.lr * (1 - update / c.num_updates)
         obs, times = collect(env, agent, buf, obs, tracker)
         t0 = time.perf_counter()
-        metrics = ppo_update(agent, opt, buf, gamma=control.gamma, lam=control.lam,
-                             epochs=control.epochs, minibatch_samples=control.minibatch_samples,
-                             clip=control.clip, value_clip=control.value_clip,
-                             ent_coef=control.ent_coef, vf_coef=control.vf_coef,
-                             max_grad_norm=control.max_grad_norm, norm_adv=control.norm_adv,
-                             prox_agent=prox)
+        metrics = update_fn(agent, opt, buf)
         if prox is not None:
-            ewma_update(prox, agent, control.ewma_decay)
-        train_s = time.perf_counter() - t0
-        env_steps += control.samples_per_update
+            ewma_update(prox, agent, c.ewma_decay)
+        env_steps += c.samples_per_update
         wall = time.perf_counter() - t_start
-        metrics.update(_throughput(control.samples_per_update, times, train_s))
-        metrics.update({"env_steps": float(env_steps), "episodes": float(tracker.episodes),
+        metrics.update({**throughput(c.samples_per_update, times, time.perf_counter() - t0),
+                        "env_steps": float(env_steps), "episodes": float(tracker.episodes),
                         "return/mean_100": tracker.mean_return(), "time/wall_s": wall,
                         "sps/end_to_end": env_steps / wall, "mem/peak_rss_gb": peak_rss_gb(),
                         "lr": opt.param_groups[0]["lr"]})
-        logger.log(update, metrics)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(ret=f"{metrics['return/mean_100']:.1f}",
-                            sps=f"{metrics['sps/end_to_end']:.3g}")
-        target = control.stop_at_mean_return
-        if target is not None and len(tracker.recent_returns) >= 100 \
-                and tracker.mean_return() >= target:
+        run.log(update, metrics)
+        if c.stop_at_mean_return is not None and len(tracker.recent_returns) >= 100 \
+                and tracker.mean_return() >= c.stop_at_mean_return:
             break
-    if bar is not None:
-        bar.close()
     env.close()
-    final = {k: float(v) for k, v in metrics.items()}
-    final.update({"updates": float(update + 1), "train/wall_s": time.perf_counter() - t_start})
-    if control.eval_episodes > 0:
-        final.update(evaluate(agent, control, seed + 10_000))
+    final = {**{k: float(v) for k, v in metrics.items()}, "updates": float(update + 1),
+             "train/wall_s": time.perf_counter() - t_start}
+    if c.eval_episodes > 0:
+        final.update(evaluate(agent, c, seed + 10_000))
     final["time/total_s"] = time.perf_counter() - t_start
-    logger.log(update + 1, final)
-    logger.close(["return/mean_100", "eval/mean_return", "ppo/approx_kl", "ppo/clip_fraction",
-                  "ppo/explained_variance", "sps/end_to_end", "sps/env", "loss/value"])
+    run.log(update + 1, final)
+    run.summary.update(final)
+    run.finish(PLOT_KEYS)
     return final
-
-
-def _throughput(samples: int, times: dict[str, float], train_s: float) -> dict[str, float]:
-    env_s, infer_s = times["time/env_s"], times["time/inference_s"]
-    safe = lambda s: samples / s if s > 0 else math.inf  # noqa: E731
-    return {"time/env_s": env_s, "time/inference_s": infer_s, "time/train_s": train_s,
-            "sps/env": safe(env_s), "sps/inference": safe(infer_s), "sps/train": safe(train_s)}

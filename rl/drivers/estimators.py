@@ -3,12 +3,18 @@
 and `collect(pending) -> metrics`; `actors` are checkpointed with the learner.
 
 GRPO-family estimators are stateless group baselines (algorithms/advantages.py by name); LLM PPO's
-critic-based estimator lives in rl/drivers/ppo.py. The trainer loop is the same for both.
+is critic-based (SPECS §2): the critic scores every completion token (V(s_t)), the outcome reward goes
+on the last token (minus an optional per-token KL penalty to the frozen reference), GAE(gamma, lambda)
+over tokens gives advantages and returns (the same `gae` classic-control PPO uses), and the critic
+trains on the clipped value loss in its own actor while the policy trains. rl/build.py makes them
+(`estimator_from`); the driver loop is the same for both.
 """
 from __future__ import annotations
 
 import ray
 import torch
+
+from algorithms.gae import masked_whiten, token_gae, token_rewards
 
 
 class GroupEstimator:
@@ -27,13 +33,46 @@ class GroupEstimator:
         return {}
 
 
-def group_estimator(cfg, pad_id: int, learner) -> GroupEstimator:
-    from rl.build import advantage_fn
-    return GroupEstimator(advantage_fn(cfg))
-
-
 def collect_refs(pending: list, prefix: str) -> dict:
     out = {}
     for m in ray.get(pending):
         out.update({f"{prefix}{k}": v for k, v in m.items()})
     return out
+
+
+class CriticEstimator:
+    def __init__(self, critic, reference, gamma: float, lam: float, kl_coef: float, whiten: bool):
+        self.critic, self.reference = critic, reference
+        self.gamma, self.lam, self.kl_coef, self.whiten = gamma, lam, kl_coef, whiten
+        self.actors = [critic]
+        self._targets = None
+
+    def advantages(self, batch) -> tuple[torch.Tensor, dict]:
+        mask = batch.completion_mask
+        refs = [self.critic.values.remote(batch)]
+        if self.reference is not None:
+            refs.append(self.reference.logprobs.remote(batch))
+        values, *ref_logp = ray.get(refs)
+        kl = (batch.logprobs - ref_logp[0]) * mask if ref_logp else None  # k1 on the sampled tokens
+        rewards = token_rewards(batch.rewards, mask, kl, self.kl_coef)
+        adv, returns = token_gae(rewards, values, mask, self.gamma, self.lam)
+        self._targets = (values, returns)
+        m = mask.float()
+        n = m.sum().clamp(min=1)
+        resid = ((returns - values) * m)
+        ret_mean = (returns * m).sum() / n
+        var_ret = (((returns - ret_mean) * m) ** 2).sum() / n
+        metrics = {"critic/value_mean": float((values * m).sum() / n),
+                   "critic/return_mean": float(ret_mean),
+                   "critic/explained_variance": float(1 - (resid ** 2).sum() / n / var_ret.clamp(min=1e-8)),
+                   "advantage/mean": float((adv * m).sum() / n)}
+        if kl is not None:
+            metrics["kl_penalty/mean"] = float(kl.sum() / n)
+        return (masked_whiten(adv, mask) if self.whiten else adv), metrics
+
+    def update(self, batch) -> list:
+        values, returns = self._targets
+        return [self.critic.train_step.remote(batch, values, returns)]
+
+    def collect(self, pending: list) -> dict:
+        return collect_refs(pending, "critic/")

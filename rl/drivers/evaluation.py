@@ -42,3 +42,21 @@ def _accuracy(generate, encode, examples, correctness, max_new_tokens, n, temper
             by[f"eval/{name}_accuracy/{ex.columns['digits']}digit"].append(passed[i])
     acc.update({k: sum(v) / len(v) for k, v in sorted(by.items())})
     return acc
+
+
+class Evaluator:
+    """The one held-out evaluator (GRPO, PPO, DPO, coding and `rl eval`): `evaluate` on a rollout
+    worker actor with the recipe's settings bound. Example: metrics = Evaluator(engine, encode, ...)()"""
+
+    def __init__(self, engine, encode, examples: list[Example], correctness: RewardConfig, *, max_new_tokens: int,
+                 pass_k: int = 1, seed: int = 0, threshold: float = 0.5):
+        self.engine, self.encode, self.examples, self.correctness = engine, encode, examples, correctness
+        self.max_new_tokens, self.pass_k, self.seed, self.threshold = max_new_tokens, pass_k, seed, threshold
+
+    def __call__(self) -> dict[str, float]:
+        import ray
+
+        def gen(reqs, seed):
+            return ray.get(self.engine.generate.remote(reqs, seed))
+        return evaluate(gen, self.encode, self.examples, self.correctness, self.max_new_tokens, self.pass_k,
+                        self.seed, self.threshold)

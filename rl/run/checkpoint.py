@@ -39,12 +39,9 @@ class Checkpointer:
         found = self.all()
         return found[-1] if found else None
 
-    def restore(self, learner, others: list = (), path: Path | None = None) -> dict:
-        path = path or self.latest()
-        if path is None:
-            raise FileNotFoundError(f"no checkpoint under {self.root} to resume from")
-        ray.get([a.load.remote(str(path)) for a in [*_as_list(learner), *others]])
-        return json.loads((path / "driver.json").read_text())
+    def load(self, path: Path, actors: list) -> None:
+        """Loads checkpoint `path` into every actor (each with load(dir))."""
+        ray.get([a.load.remote(str(path)) for a in _as_list(actors)])
 
 
 def _as_list(actors) -> list:

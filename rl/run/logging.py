@@ -19,12 +19,10 @@ from typing import Any
 
 import yaml
 
-STEP_CALLBACKS: list = []  # fn(step, row) called on every logged step (e.g. a Ray Tune reporter)
-
-
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], wandb_mode: str = "auto",
-                 project: str = "rl", group: str | None = None, resume: bool = False):
+                 project: str = "rl", group: str | None = None, resume: bool = False, callbacks: list = ()):
+        """callbacks: fn(step, row) called on every logged step (e.g. a sweep's Ray Tune reporter)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -33,12 +31,13 @@ class RunLogger:
             for path in (self.metrics_path, self.run_dir / "rollouts.jsonl"):
                 path.unlink(missing_ok=True)
         self._fh = open(self.metrics_path, "a", buffering=1)
+        self.callbacks = list(callbacks)
         self._wandb = _start_wandb(self.run_dir, config, wandb_mode, project, group)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, "time": time.time(), **{k: _num(v) for k, v in metrics.items()}}
         self._fh.write(json.dumps(row) + "\n")
-        for fn in STEP_CALLBACKS:
+        for fn in self.callbacks:
             fn(step, row)
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if k != "time"}, step=step)

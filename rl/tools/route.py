@@ -22,8 +22,9 @@ from typing import Sequence
 
 import torch
 
-from allocation.value_model import normalise_costs, pareto_table, relabel_rewards
-from rl.v0.value import aggregate, predict_success, read_outcomes
+from allocation.routing import normalise_costs, pareto_table, relabel_rewards
+from rl.v0.data import aggregate, read_outcomes
+from rl.v0.predictor import predict_success
 
 
 def load_context(path: str | Path, reward_range: tuple[float, float] = (0.0, 1.0),

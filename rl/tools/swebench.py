@@ -22,7 +22,7 @@ from pathlib import Path
 from allocation.turn_control import cost_reduction, parse_turn_control, percentile_turns
 from envs.coding.runner import run_strategy, save_results
 from envs.coding.sandbox import LocalSandbox, SandboxUnavailable, detect_local_backend
-from envs.coding.tasks import CodingTask, load_tasks
+from envs.coding.sources import load_task_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,19 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.7)
     return p
-
-
-def load_task_source(spec: str, seed: int, workers: int) -> list[CodingTask]:
-    if spec.startswith("generator:"):
-        from envs.coding.generator import generate_tasks
-        return generate_tasks(int(spec.split(":", 1)[1]), seed=seed, workers=workers)
-    if spec.startswith("humaneval:"):
-        from envs.coding.humaneval import humaneval_tasks
-        return humaneval_tasks(int(spec.split(":", 1)[1]))
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"--tasks {spec!r}: no such file (or use generator:N, humaneval:N)")
-    return load_tasks(path)
 
 
 def build_model_factory(args):

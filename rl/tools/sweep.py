@@ -20,7 +20,7 @@ A sweep spec is a base recipe plus a search space over dotted config keys:
     address: null                          # a Ray cluster (or --address)
 
 Each trial runs the toolkit's own driver (`rl.drivers.DRIVERS`) in its run dir runs/<name>/<trial>/
-and reports every logged step to Tune through `rl.run.logging.STEP_CALLBACKS`. The actors a driver
+and reports every logged step to Tune through a step callback of the driver's Run. The actors a driver
 starts are captured by the trial's placement group (one bundle per actor, an empty head bundle for
 the driver itself). Results: runs/<name>/results.csv and results.json, a table printed best first,
 and runs/<name>/sweep.png (the metric per trial over steps). wandb groups the trials by the sweep
@@ -41,7 +41,8 @@ from typing import Any
 
 import yaml
 
-from rl.config import Config, ConfigError, apply_override, build, validate
+from rl.config import Config, ConfigError, apply_override, validate
+from rl.data.mapping import build
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform")
 SCHEDULERS = ("asha", "fifo")
@@ -308,7 +309,6 @@ def run_trial(params: dict, setup: dict) -> None:
     from ray import tune
 
     from rl.drivers import DRIVERS
-    from rl.run.logging import STEP_CALLBACKS
     os.chdir(setup["cwd"])  # Tune starts trials in their own dir; recipes hold repo-relative paths
     name = tune.get_context().get_trial_name()
     cfg = trial_config(setup["base"], setup["overrides"], params)
@@ -326,11 +326,7 @@ def run_trial(params: dict, setup: dict) -> None:
         last.update({k: v for k, v in row.items() if k != "time" and isinstance(v, (int, float))})
         pending.append({**last, "step": step})
 
-    STEP_CALLBACKS.append(report)
-    try:
-        summary = DRIVERS.get(cfg.algorithm.name)(cfg)
-    finally:
-        STEP_CALLBACKS.remove(report)
+    summary = DRIVERS.get(cfg.algorithm.name)(cfg, callbacks=[report])
     summary = summary if isinstance(summary, dict) else {}
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
     (run_dir / "summary.json").write_text(json.dumps(summary, default=str))

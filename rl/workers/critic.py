@@ -19,12 +19,13 @@ import torch
 from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.losses import value_loss
 from rl.types import RolloutBatch
-from rl.workers.learner import completion_logprobs, shifted_outputs, split_groups
+from rl.workers.learner import completion_logprobs, shifted_outputs
 from rl.workers.models import load_model
 
 
-class ValueModel(torch.nn.Module):
-    """A decoder backbone + Linear(hidden, 1). forward() is the backbone's, so `shifted_outputs`
+class ValueHead(torch.nn.Module):
+    """PPO critic: a decoder backbone + Linear(hidden, 1) (not "value model": that is V0's
+    prompt-level predictor). forward() is the backbone's, so `shifted_outputs`
     treats it as a bare decoder; `head` maps its states to values."""
 
     def __init__(self, causal_lm):
@@ -38,7 +39,7 @@ class ValueModel(torch.nn.Module):
         return self.backbone(**kwargs)
 
 
-def completion_values(model: ValueModel, batch: RolloutBatch, pad_id: int) -> torch.Tensor:
+def completion_values(model: ValueHead, batch: RolloutBatch, pad_id: int) -> torch.Tensor:
     """V(s_t) for every completion token: [S, T] (zero on padding)."""
     states = shifted_outputs(model, batch.prompt_ids, batch.completion_ids, batch.completion_mask,
                              batch.group_ids, pad_id)
@@ -54,7 +55,7 @@ class Critic:
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
-        self.model = ValueModel(load_model(model_name, dtype, seed=seed)).train()
+        self.model = ValueHead(load_model(model_name, dtype, seed=seed)).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         self.max_grad_norm, self.value_clip, self.coef = max_grad_norm, value_clip, value_loss_coef
         self.minibatch_samples, self.microbatch_samples = minibatch_samples, microbatch_samples
@@ -64,9 +65,8 @@ class Critic:
     @torch.no_grad()
     def values(self, batch: RolloutBatch) -> torch.Tensor:
         out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
-        for groups in split_groups(batch.group_ids, self.microbatch_samples):
-            rows = torch.isin(batch.group_ids, torch.tensor(groups))
-            out[rows] = completion_values(self.model, batch.select_groups(groups), self.pad_id)
+        for micro, rows in batch.chunks(self.microbatch_samples):
+            out[rows] = completion_values(self.model, micro, self.pad_id)
         return out
 
     def train_step(self, batch: RolloutBatch, old_values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
@@ -74,9 +74,8 @@ class Critic:
         sums: dict[str, float] = {}
         n_updates = 0
         for _ in range(self.updates_per_batch):
-            for groups in split_groups(batch.group_ids, self.minibatch_samples):
-                rows = torch.isin(batch.group_ids, torch.tensor(groups))
-                m = self._update(batch.select_groups(groups), old_values[rows], returns[rows])
+            for mb, rows in batch.chunks(self.minibatch_samples):
+                m = self._update(mb, old_values[rows], returns[rows])
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
@@ -86,9 +85,7 @@ class Critic:
         self.opt.zero_grad(set_to_none=True)
         num_tokens, num_seqs = loss_normalizers(mb.completion_mask)
         acc = {"value_loss": 0.0, "value_clip_frac": 0.0}
-        for groups in split_groups(mb.group_ids, self.microbatch_samples):
-            rows = torch.isin(mb.group_ids, torch.tensor(groups))
-            micro = mb.select_groups(groups)
+        for micro, rows in mb.chunks(self.microbatch_samples):
             mask = micro.completion_mask.float()
             v = completion_values(self.model, micro, self.pad_id)
             per_tok = value_loss(v, old_values[rows], returns[rows], self.value_clip)
@@ -125,9 +122,7 @@ class Reference:
     @torch.no_grad()
     def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
-        for groups in split_groups(batch.group_ids, self.microbatch_samples):
-            rows = torch.isin(batch.group_ids, torch.tensor(groups))
-            mb = batch.select_groups(groups)
+        for mb, rows in batch.chunks(self.microbatch_samples):
             out[rows] = completion_logprobs(self.model, mb.prompt_ids, mb.completion_ids, mb.completion_mask,
                                             mb.group_ids, self.temperature, self.pad_id) * mb.completion_mask
         return out

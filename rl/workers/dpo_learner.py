@@ -10,7 +10,8 @@ import ray
 import torch
 
 from algorithms.losses import dpo_loss
-from rl.data.prefs import EncodedPairs, pad_completions
+from rl.data.prefs import EncodedPairs
+from rl.types import index_chunks, right_pad
 from rl.workers.learner import Learner, completion_logprobs
 
 LEARNER_CPUS = 0.5
@@ -29,7 +30,7 @@ class DPOLearner(Learner):
     def sequence_logps(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs (chosen [B], rejected [B]); each pair's prompt prefilled once."""
         seqs = [s for c, r in zip(pairs.chosen_ids, pairs.rejected_ids) for s in (c, r)]
-        ids, mask = pad_completions(seqs, self.pad_id)
+        ids, mask = right_pad(seqs, self.pad_id, torch.long)
         group_ids = torch.arange(len(pairs)).repeat_interleave(2)  # [2B]: chosen, rejected of pair i
         logp = completion_logprobs(self.model, pairs.prompt_ids, ids, mask, group_ids, 1.0, self.pad_id)
         summed = (logp * mask).sum(-1)
@@ -39,7 +40,7 @@ class DPOLearner(Learner):
         """The current (initial) policy's summed log-probs: the frozen reference of the run."""
         chosen, rejected = [], []
         with torch.no_grad():
-            for idx in _chunks(len(pairs), self.microbatch_pairs):
+            for idx in index_chunks(len(pairs), self.microbatch_pairs):
                 c, r = self.sequence_logps(pairs.select(idx))
                 chosen += c.tolist()
                 rejected += r.tolist()
@@ -50,7 +51,7 @@ class DPOLearner(Learner):
         self.opt.zero_grad(set_to_none=True)
         acc: dict[str, float] = {}
         n = len(pairs)
-        for idx in _chunks(n, self.microbatch_pairs):
+        for idx in index_chunks(n, self.microbatch_pairs):
             c, r = self.sequence_logps(pairs.select(idx))
             loss, m = dpo_loss(c, r, torch.tensor([ref_chosen[i] for i in idx]),
                                torch.tensor([ref_rejected[i] for i in idx]), self.beta)
@@ -71,7 +72,7 @@ class DPOLearner(Learner):
             return {}
         c_all, r_all = [], []
         with torch.no_grad():
-            for idx in _chunks(len(pairs), self.microbatch_pairs):
+            for idx in index_chunks(len(pairs), self.microbatch_pairs):
                 c, r = self.sequence_logps(pairs.select(idx))
                 c_all.append(c)
                 r_all.append(r)
@@ -85,10 +86,6 @@ class DPOLearner(Learner):
 def _rename(m: dict) -> dict:
     names = {"chosen_reward": "reward/chosen", "rejected_reward": "reward/rejected"}
     return {names.get(k, k): v for k, v in m.items()}
-
-
-def _chunks(n: int, size: int) -> list[list[int]]:
-    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
 
 DPOLearnerActor = ray.remote(num_cpus=LEARNER_CPUS, max_restarts=0)(DPOLearner)

@@ -19,8 +19,8 @@ import ray
 import torch
 
 from algorithms.aggregation import aggregate_loss, loss_normalizers
-from algorithms.kl import kl_penalty
-from algorithms.losses import clipped_surrogate
+from algorithms.kl import approx_kl, kl_penalty
+from algorithms.losses import POLICY_LOSSES
 from rl.types import RolloutBatch
 from rl.workers.models import load_model
 from rollout.delta_sync import DeltaSender, bf16_crcs
@@ -31,6 +31,7 @@ from rollout.weight_sync import pack_buckets, params_checksum
 
 @dataclass
 class LossSettings:
+    policy_loss: str = "ppo"  # a name in algorithms.losses.POLICY_LOSSES
     eps_low: float = 0.2
     eps_high: float = 0.28
     dual_clip_c: float | None = 3.0
@@ -84,28 +85,12 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: torc
     return logp, entropy
 
 
-def split_groups(group_ids: torch.Tensor, max_samples: int) -> list[list[int]]:
-    """Consecutive groups packed into chunks of at most `max_samples` samples (a bigger group alone)."""
-    sizes = torch.bincount(group_ids).tolist()
-    chunks, cur, n = [], [], 0
-    for g, s in enumerate(sizes):
-        if s == 0:
-            continue
-        if cur and n + s > max_samples:
-            chunks.append(cur)
-            cur, n = [], 0
-        cur.append(g)
-        n += s
-    if cur:
-        chunks.append(cur)
-    return chunks
-
-
 class Learner:
     def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-5,
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
                  minibatch_samples: int = 64, microbatch_samples: int = 16, updates_per_batch: int = 1,
                  loss: LossSettings = LossSettings(), num_threads: int | None = None, pad_id: int = 2):
+        self.policy_loss = POLICY_LOSSES.get(loss.policy_loss)  # a typo fails before any loading
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
@@ -122,9 +107,7 @@ class Learner:
         sums: dict[str, float] = {}
         n_updates = 0
         for _ in range(self.updates_per_batch):
-            for groups in split_groups(batch.group_ids, self.minibatch_samples):
-                mb = batch.select_groups(groups)
-                rows = torch.isin(batch.group_ids, torch.tensor(groups))
+            for mb, rows in batch.chunks(self.minibatch_samples):
                 m = self._update(mb, advantages[rows])
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -138,9 +121,7 @@ class Learner:
         self.opt.zero_grad(set_to_none=True)
         num_tokens, num_seqs = loss_normalizers(mb.train_mask)
         acc: dict[str, float] = {}
-        for groups in split_groups(mb.group_ids, self.microbatch_samples):
-            micro = mb.select_groups(groups)
-            rows = torch.isin(mb.group_ids, torch.tensor(groups))
+        for micro, rows in mb.chunks(self.microbatch_samples):
             loss, m = self._loss(micro, adv[rows], num_tokens, num_seqs)
             loss.backward()
             for k, v in m.items():
@@ -157,7 +138,8 @@ class Learner:
         logp, entropy = completion_logprobs(self.model, micro.prompt_ids, micro.completion_ids,
                                             micro.completion_mask, micro.group_ids, L.temperature,
                                             self.pad_id, with_entropy=True)
-        per_tok, clipped = clipped_surrogate(logp, micro.logprobs, adv, L.eps_low, L.eps_high, L.dual_clip_c)
+        per_tok, clipped = self.policy_loss(logp, micro.logprobs, adv, mask, eps_low=L.eps_low,
+                                            eps_high=L.eps_high, dual_clip_c=L.dual_clip_c)
         m = {}
         if self.ref is not None:
             with torch.no_grad():
@@ -175,7 +157,7 @@ class Learner:
                 "loss": float(loss.detach()),
                 "entropy": float((entropy * mask).sum()) / num_tokens,
                 "clip_frac": float((clipped.float() * mask).sum()) / num_tokens,
-                "approx_kl": float((0.5 * diff ** 2).sum()) / num_tokens,
+                "approx_kl": float(approx_kl(logp.detach(), micro.logprobs, mask)) * tok_share,
                 "logprob_mismatch": float(diff.abs().sum()) / num_tokens,
                 "tokens_share": tok_share,
             })

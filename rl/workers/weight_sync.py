@@ -91,12 +91,12 @@ def _ensure_group(learner, engines, sync) -> None:
     _GROUPS[key] = backend
 
 
-def before_train(engines, rollout_cfg) -> None:
+def before_train(engines, sleep_between_phases: bool) -> None:
     """Colocated mode: engines free what they can (KV cache, weights) while the learner trains."""
-    if rollout_cfg.sleep_between_phases:
+    if sleep_between_phases:
         ray.get([e.sleep.remote() for e in engines])
 
 
-def after_train(engines, rollout_cfg) -> None:
-    if rollout_cfg.sleep_between_phases:
+def after_train(engines, sleep_between_phases: bool) -> None:
+    if sleep_between_phases:
         ray.get([e.wake.remote() for e in engines])

@@ -5,7 +5,8 @@ import torch
 
 from envs.coding.multiturn import TokenTrajectory
 from rl.config import load_config
-from rl.drivers.coding_grpo import train_coding, trajectories_to_batch
+from rl.drivers.coding_grpo import train_coding
+from rl.drivers.episodes import trajectories_to_batch
 from rl.run.logging import read_metrics
 from rl.workers.learner import Learner
 

@@ -28,8 +28,8 @@ def test_co_scaling_rule():
 
 def test_recipes_load():
     for name in ("ppo_cartpole", "ppo_cartpole_1m", "ppo_cartpole_scaling"):
-        full = load_config(f"recipes/{name}.yaml"); cfg, seed, run = full.control, full.run.seed, full.run.name
-        assert run == name and seed == 1
+        cfg = load_config(f"recipes/{name}.yaml")
+        assert cfg.run.name == name and cfg.run.seed == 1 and cfg.algorithm.name == "control_ppo"
     assert load_config("recipes/ppo_cartpole_1m.yaml").control.num_envs == 1_048_576
     assert load_config("recipes/ppo_cartpole_scaling.yaml").control.sweep_num_envs[-1] == 1 << 20
 

@@ -121,7 +121,7 @@ def test_v0_predictions_set_budgets_for_unseen_prompts(ray_local, tmp_path):
     import yaml
     from value_synth import write_run
 
-    from rl.v0.value import main_value
+    from rl.v0.cli import main_value
     runs = [write_run(tmp_path / f"hist{i}" / "rollouts.jsonl", skill, 0.05, steps=10, seed=i)
             for i, skill in enumerate([0.5, 1.5, 2.5])]
     (tmp_path / "hist0" / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny-llama"}}))
@@ -147,7 +147,8 @@ def test_a_killed_learner_restarts_the_run_from_its_last_checkpoint(ray_local, t
 
     import psutil
 
-    from rl.drivers import DRIVERS, run_with_restarts
+    from rl.drivers import DRIVERS
+    from rl.run.restarts import run_with_restarts
     # 2 engines + the learner + a reward task fit local Ray's 2 CPUs only if the dead attempt's
     # engines are gone: the restart would wait for resources forever if they lingered
     cfg = tiny_cfg(tmp_path, "killed", "trainer.steps=6", "run.checkpoint_every_steps=2", "eval.before_after=false",

@@ -1,7 +1,5 @@
 """Weight sync between Ray actors on the tiny model: full and bf16 delta into the hf engine, after
 real AdamW steps on GRPO-shaped data; engines end bit-identical to the learner's bf16 weights."""
-from types import SimpleNamespace
-
 import pytest
 import ray
 import torch
@@ -81,9 +79,8 @@ def test_engine_that_lost_its_base_recovers_with_a_full_sync(actors):
 
 def test_sleep_wake_calls_reach_the_engines(actors):
     learner, engines, tok = actors
-    cfg = SimpleNamespace(sleep_between_phases=True)
-    before_train(engines, cfg)
-    after_train(engines, cfg)
+    before_train(engines, True)
+    after_train(engines, True)
     reqs = [GenerationRequest(prompt_ids=tok.encode("hi"), n=1, max_new_tokens=4, temperature=0.0)]
     assert len(ray.get(engines[0].generate.remote(reqs, 0))[0].token_ids) >= 1
 

@@ -1,4 +1,4 @@
-"""V0 shell (rl/v0/value.py) on the tiny random model and synthetic run histories: policy windows,
+"""V0 shell (rl/v0/) on the tiny random model and synthetic run histories: policy windows,
 the frozen embedder, training across policies, intra-policy AUC next to kNN, save/load, the
 trainer's predict_success hook and the CLI's errors."""
 from __future__ import annotations
@@ -12,8 +12,10 @@ import yaml
 from value_synth import problems, write_run
 
 from allocation.knapsack import KnapsackAllocator, KnapsackState
-from rl.v0.value import (PromptEmbedder, load_predictor, main_value, policy_windows, predict_success,
-                         read_outcomes)
+from rl.v0.cli import main_value
+from rl.v0.data import policy_windows, read_outcomes
+from rl.v0.embedder import PromptEmbedder
+from rl.v0.predictor import load_predictor, predict_success
 
 
 @pytest.fixture(scope="module", autouse=True)

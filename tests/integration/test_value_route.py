@@ -9,7 +9,7 @@ import torch
 from value_synth import problems, write_run
 
 from rl.tools.route import load_context, main_route, route_table
-from rl.v0.value import main_value
+from rl.v0.cli import main_value
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_ppo_cartpole_recipe_solves(tmp_path):
-    full = load_config("recipes/ppo_cartpole.yaml"); cfg, seed = full.control, full.run.seed
+    full = load_config("recipes/ppo_cartpole.yaml")
+    cfg, seed = full.control, full.run.seed
     cfg.progress_bar = False
     t0 = time.perf_counter()
     out = train_control(cfg, seed, tmp_path, wandb_mode="disabled")

@@ -1,10 +1,11 @@
-"""KL estimators k1/k2/k3: hand-computed values, exact expectations, clamping."""
+"""KL estimators k1/k2/k3 and the approx_kl diagnostic: hand-computed values, exact expectations,
+clamping."""
 import math
 
 import pytest
 import torch
 
-from algorithms.kl import KL_ESTIMATORS, kl_penalty
+from algorithms.kl import KL_ESTIMATORS, approx_kl, kl_penalty
 from algorithms.registry import UnknownNameError
 
 D = torch.float64
@@ -65,3 +66,27 @@ def test_gradient_of_k3_and_no_mutation():
     # d/dlogp [e^(ref-logp) - (ref-logp) - 1] = -e^(ref-logp) + 1: [1 - e^-.5, 0]
     torch.testing.assert_close(logp.grad, torch.tensor([[1 - math.exp(-0.5), 0.0]], dtype=D))
     assert torch.equal(ref, ref0)
+
+
+def test_approx_kl_hand_computed():
+    # r = pi/pi_old = [2, .5, 1, e^10]; per token (r - 1) - log r:
+    #   r 2 : 1 - log 2 = .306853;   r .5 : -.5 + log 2 = .193147;   r 1 : 0
+    # masked [1, 1, 1, 0]: (.306853 + .193147 + 0) / 3 = .5 / 3 (the huge last ratio never counts)
+    old = torch.tensor([[-1.0, -1.0], [-1.0, -11.0]], dtype=D)
+    logp = old + torch.tensor([[math.log(2), math.log(0.5)], [0.0, 10.0]], dtype=D)
+    mask = torch.tensor([[1, 1], [1, 0]])
+    assert approx_kl(logp, old, mask).item() == pytest.approx(0.5 / 3)
+    assert approx_kl(logp[0], old[0]).item() == pytest.approx(0.25)  # no mask: every entry
+    # CleanRL's formula, and the k3 estimator of KL(pi_old || pi_theta)
+    r = (logp - old).exp()
+    torch.testing.assert_close(approx_kl(logp[0], old[0]), ((r[0] - 1) - (logp[0] - old[0])).mean())
+    torch.testing.assert_close(approx_kl(logp, old), kl_penalty(old, logp, "k3").mean())
+    assert approx_kl(old, old).item() == 0.0 and approx_kl(logp, old, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_approx_kl_is_unbiased_for_kl_old_to_new():
+    # exact expectation over samples of pi_old: E_old[approx_kl] = KL(pi_old || pi_theta)
+    old = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D)
+    new = torch.tensor([0.25, 0.25, 0.4, 0.1], dtype=D)
+    per_token = torch.stack([approx_kl(new.log()[i], old.log()[i]) for i in range(4)])
+    torch.testing.assert_close((old * per_token).sum(), (old * (old / new).log()).sum())

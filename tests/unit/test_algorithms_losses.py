@@ -1,10 +1,12 @@
-"""Clipped surrogate (clip-higher, dual clip), value loss and DPO: hand-computed values."""
+"""Clipped surrogate (clip-higher, dual clip), the policy-loss registry, value loss and DPO:
+hand-computed values."""
 import math
 
 import pytest
 import torch
 
-from algorithms.losses import clipped_surrogate, dpo_loss, value_loss
+from algorithms.losses import POLICY_LOSSES, clipped_surrogate, dpo_loss, ppo_policy_loss, value_loss
+from algorithms.registry import UnknownNameError
 
 D = torch.float64
 
@@ -162,3 +164,45 @@ def test_losses_do_not_mutate_inputs():
     dpo_loss(ts[0][:, 0], ts[1][:, 0], ts[2][:, 0], ts[0][:, 1])
     for before, after in zip(copies, ts + [adv]):
         assert torch.equal(before, after)
+
+
+CLIP = {"eps_low": 0.2, "eps_high": 0.28, "dual_clip_c": 3.0}
+
+
+def test_registered_ppo_loss_hand_computed():
+    # row 0, A = 1,  rho [1.5, 1.1, .5]: max(-rho, -clip(rho, .8, 1.28)) = [-1.28, -1.1, -.5]
+    # row 1, A = -1, rho [.5, 1.5, 5]:   max(rho, clip(rho)) = [.8, 1.5, 5] -> dual min(., 3) = [.8, 1.5, 3]
+    # clip flags [[T, F, F], [T, F, T]], restricted to the mask: the padded last token of row 1 drops out
+    ratio = torch.tensor([[1.5, 1.1, 0.5], [0.5, 1.5, 5.0]], dtype=D)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    fn = POLICY_LOSSES.get("ppo")
+    assert fn is ppo_policy_loss
+    loss, clipped = fn(ratio.log(), torch.zeros_like(ratio), torch.tensor([1.0, -1.0], dtype=D), mask, **CLIP)
+    torch.testing.assert_close(loss, torch.tensor([[-1.28, -1.1, -0.5], [0.8, 1.5, 3.0]], dtype=D))
+    assert clipped.tolist() == [[True, False, False], [True, False, False]]
+    with pytest.raises(ValueError, match="mask"):
+        fn(ratio.log(), torch.zeros_like(ratio), torch.ones(2, dtype=D), mask[:, :2], **CLIP)
+
+
+def test_every_registered_policy_loss_keeps_the_contract():
+    # fn(logprobs, old_logprobs, advantages [S] or [S, T], mask, *, eps_low, eps_high, dual_clip_c)
+    # -> (per-token loss [S, T], clipped [S, T] bool, False on masked-out tokens); inputs untouched
+    gen = torch.Generator().manual_seed(0)
+    logp, old = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    adv, mask = torch.randn(3, generator=gen), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]])
+    copies = [t.clone() for t in (logp, old, adv, mask)]
+    assert "ppo" in POLICY_LOSSES.names()
+    for name in POLICY_LOSSES.names():
+        for a in (adv, adv[:, None].expand(3, 4)):
+            loss, clipped = POLICY_LOSSES.get(name)(logp, old, a, mask, **CLIP)
+            assert loss.shape == (3, 4) and clipped.shape == (3, 4) and clipped.dtype == torch.bool, name
+            assert not clipped[mask == 0].any(), name
+    for before, after in zip(copies, (logp, old, adv, mask)):
+        assert torch.equal(before, after)
+
+
+def test_policy_loss_registry_rejects_duplicates_and_lists_valid_names():
+    with pytest.raises(ValueError, match="already registered"):
+        POLICY_LOSSES.register("ppo")(ppo_policy_loss)
+    with pytest.raises(UnknownNameError, match=r"unknown policy loss 'ppo2' \(did you mean 'ppo'\?\); valid: .*ppo"):
+        POLICY_LOSSES.get("ppo2")

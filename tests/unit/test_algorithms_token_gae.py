@@ -3,7 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms.gae import masked_whiten, token_gae, token_rewards
+from algorithms.gae import token_gae, token_rewards
+from algorithms.segments import masked_whiten
 
 
 def test_token_rewards_outcome_on_last_token_and_kl_penalty():

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from allocation.knapsack import (KnapsackAllocator, KnapsackState, UniformAllocator, allocation_metrics,
-                                 brute_force_budgets, budgets_objective, greedy_budgets, knapsack_budgets,
-                                 rollout_value, rollout_value_gain, rollouts_needed, solve_budgets)
+from allocation.budgets import (brute_force_budgets, budgets_objective, greedy_budgets, knapsack_budgets,
+                                rollout_value, rollout_value_gain, rollouts_needed, solve_budgets)
+from allocation.knapsack import KnapsackAllocator, KnapsackState, UniformAllocator, allocation_metrics
 from allocation.types import Allocation
 
 rate = st.floats(0.0, 1.0, allow_nan=False)

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from allocation.budgets import utility_budget, v0_budgets
+from allocation.routing import normalise_costs, pareto_table, relabel_rewards, route, route_scores
 from allocation.value_model import (InContextValueModel, QueryPoolingAdapter, auc, intra_policy_auc,
-                                    knn_baseline, normalise_costs, pareto_table, relabel_rewards, route,
-                                    route_scores, utility_budget, v0_budgets, v0_loss, v0_train_step)
+                                    knn_baseline, v0_loss, v0_train_step)
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import pytest
 
 from rl.config import ConfigError, load_config
 from rl.data.prompts import chat_prompt_ids
-from rl.data.prefs import (PreferencePair, best_vs_worst, encode_pairs, load_pairs, main,
-                           pairs_from_rollouts, split_pairs, write_pairs)
-from rl.drivers.dpo import check_dpo_config, step_pairs, total_steps
+from rl.data.prefs import (PreferencePair, best_vs_worst, encode_pairs, load_pairs, main, pairs_from_rollouts,
+                           split_pairs, step_pairs, total_steps, write_pairs)
 from rl.workers.models import load_tokenizer
 
 
@@ -111,17 +110,14 @@ def test_step_schedule_visits_every_pair_once_per_epoch():
 
 def test_dpo_config_checks(tmp_path):
     cfg = load_config(None, ["algorithm.name=dpo", "dpo.pairs_path=p.jsonl", "dpo.epochs=3", "dpo.pairs_per_step=4"])
-    check_dpo_config(cfg)
-    assert total_steps(cfg, 10) == 9
-    cfg.dpo.max_steps = 5
-    assert total_steps(cfg, 10) == 5
+    assert total_steps(10, cfg.dpo.pairs_per_step, cfg.dpo.epochs, cfg.dpo.max_steps) == 9
+    assert total_steps(10, 4, 3, max_steps=5) == 5
     for override, needle in [(["dpo.pairs_path=null"], "give exactly one source"),
                              (["dpo.from_rollouts=r.jsonl"], "give exactly one source"),
                              (["dpo.beta=0"], "dpo.beta: must be > 0"),
                              (["dpo.eval_fraction=1.0"], "dpo.eval_fraction: must be in [0, 1)")]:
-        bad = load_config(None, ["algorithm.name=dpo", "dpo.pairs_path=p.jsonl", *override])
         with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace(")", r"\)")):
-            check_dpo_config(bad)
+            load_config(None, ["algorithm.name=dpo", "dpo.pairs_path=p.jsonl", *override])
 
 
 def test_written_pairs_round_trip(tmp_path):

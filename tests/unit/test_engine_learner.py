@@ -4,7 +4,9 @@ import copy
 import pytest
 import torch
 
-from rl.workers.learner import Learner, LossSettings, completion_logprobs, split_groups
+from algorithms.registry import UnknownNameError
+from rl.types import RolloutBatch, index_chunks, right_pad
+from rl.workers.learner import Learner, LossSettings, completion_logprobs
 from rl.workers.models import load_policy
 from rollout.hf_engine import HFEngine, left_pad
 from rollout.types import GenerationRequest
@@ -105,9 +107,41 @@ def test_shared_prefix_forward_equals_full_sequence_forward(tiny):
             assert torch.allclose(shared[i, :L], ref, atol=1e-4)
 
 
-def test_split_groups_packs_consecutive_groups():
-    assert split_groups(torch.tensor([0, 0, 0, 1, 2, 2, 2, 2]), 4) == [[0, 1], [2]]
-    assert split_groups(torch.tensor([0, 0, 1, 1]), 1) == [[0], [1]]
+def _batch(group_ids: list[int]) -> RolloutBatch:
+    n = len(group_ids)
+    return RolloutBatch.from_sequences([[g] for g in range(max(group_ids) + 1)], [[10 + i] for i in range(n)],
+                                       [[-0.1 * i] for i in range(n)], group_ids, list(range(n)), pad_id=0)
+
+
+def test_chunks_pack_consecutive_whole_groups():
+    batch = _batch([0, 0, 0, 1, 2, 2, 2, 2])
+    chunks = batch.chunks(4)
+    # groups 0 (3) + 1 (1) fill 4; group 2 (4) alone
+    assert [sub.group_ids.tolist() for sub, _ in chunks] == [[0, 0, 0, 1], [0, 0, 0, 0]]
+    assert [rows.tolist() for _, rows in chunks] == [[True] * 4 + [False] * 4, [False] * 4 + [True] * 4]
+    sub, rows = chunks[1]
+    assert sub.prompt_ids == [[2]] and sub.completion_ids[:, 0].tolist() == batch.completion_ids[rows, 0].tolist()
+    # a group bigger than max_samples stays whole
+    assert [rows.sum().item() for _, rows in _batch([0, 0, 1, 1]).chunks(1)] == [2, 2]
+
+
+def test_index_chunks_and_right_pad():
+    assert index_chunks(5, 2) == [[0, 1], [2, 3], [4]] and index_chunks(0, 3) == []
+    with pytest.raises(ValueError, match=">= 1"):
+        index_chunks(3, 0)
+    ids, mask = right_pad([[5], [6, 7], []], 2, torch.long)
+    assert ids.tolist() == [[5, 2], [6, 7], [2, 2]] and mask.tolist() == [[1, 0], [1, 1], [0, 0]]
+    vals, _ = right_pad([[0.5]], 0.0, torch.float32, width=3)
+    assert vals.tolist() == [[0.5, 0.0, 0.0]] and vals.dtype == torch.float32
+    with pytest.raises(ValueError, match="width"):
+        right_pad([[1, 2]], 0, torch.long, width=1)
+    with pytest.raises(ValueError, match="logprobs"):
+        RolloutBatch.from_sequences([[1]], [[5, 6]], [[-0.1]], [0], [1.0], pad_id=0)
+
+
+def test_unknown_policy_loss_is_an_error_listing_the_names():
+    with pytest.raises(UnknownNameError, match="valid: .*ppo"):
+        Learner("tiny-llama", loss=LossSettings(policy_loss="ppo2"))
 
 
 def grads_after_one_update(model_name, batch, adv, microbatch):

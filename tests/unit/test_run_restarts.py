@@ -4,7 +4,7 @@ import pytest
 import ray.exceptions
 
 from rl.config import ConfigError, load_config
-from rl.drivers import run_with_restarts
+from rl.run.restarts import run_with_restarts
 from rl.run.checkpoint import Checkpointer
 
 
@@ -20,7 +20,7 @@ class Dies:
         self.exc = (lambda: ray.exceptions.ActorUnavailableError("lost", None)) \
             if exc is ray.exceptions.ActorUnavailableError else exc
 
-    def __call__(self, cfg, resume=False, address=None):
+    def __call__(self, cfg, resume=False, address=None, callbacks=()):
         self.calls.append(resume)
         if len(self.calls) <= self.times:
             raise self.exc()

@@ -1,0 +1,29 @@
+"""Restart a run whose actor died (an OOM-killed learner, a lost node) from its last checkpoint."""
+from __future__ import annotations
+
+import gc
+import sys
+
+from rl.run.run import checkpointer
+
+
+def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = None, callbacks: list = ()) -> dict:
+    """Runs `driver(cfg, resume=, address=, callbacks=)`; if one of its actors dies, starts again from the
+    run's last checkpoint, at most `run.max_restarts` times. -> the driver's summary with `restarts`."""
+    import ray.exceptions
+
+    ckpts = checkpointer(cfg)
+    for restarts in range(cfg.run.max_restarts + 1):
+        if restarts:
+            gc.collect()  # the dead attempt's actor handles go, so Ray frees their CPUs for this one
+        try:
+            summary = driver(cfg, resume=resume, address=address, callbacks=callbacks)
+            return {**(summary or {}), "restarts": restarts}
+        except ray.exceptions.RayActorError as e:
+            if restarts == cfg.run.max_restarts:
+                raise
+            latest = ckpts.latest()
+            where = f"its last checkpoint ({latest.name})" if latest else "step 0 (no checkpoint yet)"
+            print(f"rl: an actor of the run died ({type(e).__name__}); restarting from {where}, "
+                  f"restart {restarts + 1} of run.max_restarts={cfg.run.max_restarts}", file=sys.stderr, flush=True)
+            resume = latest is not None
