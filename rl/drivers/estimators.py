@@ -14,7 +14,9 @@ from __future__ import annotations
 import ray
 import torch
 
-from algorithms.gae import masked_whiten, token_gae, token_rewards
+from algorithms.gae import token_gae, token_rewards
+from algorithms.metrics import explained_variance
+from algorithms.segments import masked_whiten
 
 
 class GroupEstimator:
@@ -59,12 +61,9 @@ class CriticEstimator:
         self._targets = (values, returns)
         m = mask.float()
         n = m.sum().clamp(min=1)
-        resid = ((returns - values) * m)
-        ret_mean = (returns * m).sum() / n
-        var_ret = (((returns - ret_mean) * m) ** 2).sum() / n
         metrics = {"critic/value_mean": float((values * m).sum() / n),
-                   "critic/return_mean": float(ret_mean),
-                   "critic/explained_variance": float(1 - (resid ** 2).sum() / n / var_ret.clamp(min=1e-8)),
+                   "critic/return_mean": float((returns * m).sum() / n),
+                   "critic/explained_variance": explained_variance(values, returns, mask),
                    "advantage/mean": float((adv * m).sum() / n)}
         if kl is not None:
             metrics["kl_penalty/mean"] = float(kl.sum() / n)

@@ -21,7 +21,8 @@ class Checkpointer:
         tmp = self.root / f".tmp-step-{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        ray.get([a.save.remote(str(tmp)) for a in _as_list(learners)])
+        if _as_list(learners):
+            ray.get([a.save.remote(str(tmp)) for a in _as_list(learners)])
         (tmp / "driver.json").write_text(json.dumps(driver_state))
         if final.exists():
             shutil.rmtree(final)
@@ -41,7 +42,8 @@ class Checkpointer:
 
     def load(self, path: Path, actors: list) -> None:
         """Loads checkpoint `path` into every actor (each with load(dir))."""
-        ray.get([a.load.remote(str(path)) for a in _as_list(actors)])
+        if _as_list(actors):
+            ray.get([a.load.remote(str(path)) for a in _as_list(actors)])
 
 
 def _as_list(actors) -> list:

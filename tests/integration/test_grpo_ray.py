@@ -11,7 +11,7 @@ from rl.run.logging import read_metrics
 from rl.workers.models import load_model
 
 HERE = Path(__file__).parent
-PLUGINS = HERE / "reward_plugins.py"
+PLUGINS = HERE.parent / "fixtures" / "reward_plugins.py"
 ROOT = HERE.parent.parent
 
 

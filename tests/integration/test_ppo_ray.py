@@ -17,7 +17,7 @@ ROOT = HERE.parent.parent
 def ppo_cfg(tmp_path, name, *overrides):
     return load_config(ROOT / "recipes" / "tiny.yaml", [
         f"run.output_dir={tmp_path}", f"run.name={name}", "run.progress_bar=false", "algorithm.name=ppo",
-        f"rewards.0.fn={HERE / 'reward_plugins.py'}:text_length", "critic.lr=1e-3", *overrides])
+        f"rewards.0.fn={HERE.parent / 'fixtures' / 'reward_plugins.py'}:text_length", "critic.lr=1e-3", *overrides])
 
 
 def _batch():

@@ -6,11 +6,12 @@ from pathlib import Path
 import yaml
 
 from rl.run.logging import read_metrics
-from rl.tools.sweep import load_sweep, run_sweep
+from rl.tools.sweep import run_sweep
+from rl.tools.sweep_spec import load_sweep
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-PLUGINS = HERE / "reward_plugins.py"
+PLUGINS = HERE.parent / "fixtures" / "reward_plugins.py"
 
 
 def test_tiny_grid_sweep_runs_four_trials_and_writes_results(ray_local, tmp_path, capsys):

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from rl.config import ConfigError
-from rl.tools.sweep import load_sweep, main_sweep, trial_bundles, trial_config, tune_space
+from rl.tools.sweep import main_sweep, tune_space
+from rl.tools.sweep_spec import load_sweep, trial_bundles, trial_config
 from rl.tools.sweep_results import rank, table
 
 ROOT = Path(__file__).parent.parent.parent
@@ -117,7 +118,7 @@ def test_rows_come_from_the_trial_dirs_of_this_sweep(tmp_path):
     import json
     import os
 
-    from rl.tools.sweep import SweepSpec
+    from rl.tools.sweep_spec import SweepSpec
     from rl.tools.sweep_results import collect_rows, write_results
     spec = SweepSpec(name="s", base=TINY, space={"trainer.lr": {"grid": [1, 2]}}, metric="m", mode="min")
     for name, lr, values, done in [("trial_00", 1e-4, [3.0, 2.0], True), ("trial_01", 1e-3, [1.5], False),
