@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rl.config import ConfigError
 from rl.data.prompts import chat_prompt_ids
+from rl.data.records import read_jsonl
 
 
 @dataclass
@@ -62,15 +63,7 @@ def load_pairs(path: str | Path, key: str = "dpo.pairs_path") -> list[Preference
     if not path.exists():
         raise ConfigError(f"{key}: {str(path)!r} not found")
     pairs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{key}: {path}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{key}: {path}:{n}: each line must be a JSON object")
+    for n, row in read_jsonl(path, ConfigError, f"{key}: "):
         for col in ("prompt", "chosen", "rejected"):
             if col not in row:
                 raise ConfigError(f"{key}: {path}:{n}: missing {col!r} (a pair needs prompt, chosen, rejected)")
@@ -116,14 +109,8 @@ def pairs_from_rollouts(path: str | Path, key: str = "dpo.from_rollouts") -> lis
     if not path.exists():
         raise ConfigError(f"{key}: {str(path)!r} not found (a GRPO run writes runs/<name>/rollouts.jsonl)")
     pairs, seen = [], set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{key}: {path}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not {"prompt", "rewards"} <= row.keys():
+    for n, row in read_jsonl(path, ConfigError, f"{key}: "):
+        if not {"prompt", "rewards"} <= row.keys():
             raise ConfigError(f"{key}: {path}:{n}: not a rollout row (needs prompt, rewards, completions)")
         if "completions" not in row or (row["rewards"] and not row["completions"]):
             raise ConfigError(f"{key}: {path}:{n}: no 'completions' (logged by an older version that kept "

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from rl.data.records import append_jsonl, read_jsonl
+
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], wandb_mode: str = "auto",
                  project: str = "rl", group: str | None = None, resume: bool = False, callbacks: list = ()):
@@ -59,9 +61,7 @@ class RunLogger:
 
     def log_rollouts(self, step: int, prompts: list[dict]) -> None:
         """Per-prompt outcomes of a step ({key, prompt, rewards}); the data V0 and analyses train on."""
-        with open(self.rollouts_path, "a") as fh:
-            for p in prompts:
-                fh.write(json.dumps({"step": step, **p}) + "\n")
+        append_jsonl(self.rollouts_path, ({"step": step, **p} for p in prompts))
 
     def close(self, keys: list[str] | None = None) -> Path | None:
         self._fh.close()
@@ -97,7 +97,7 @@ def read_metrics(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for _, row in read_jsonl(path)]
 
 
 def plot_curves(metrics_path: Path, png_path: Path, keys: list[str] | None = None,

@@ -10,13 +10,14 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from rl.data.records import read_jsonl
 
 # ---------------------------------------------------------------------------------------------
 # Policies from rollouts.jsonl
@@ -37,14 +38,8 @@ def read_outcomes(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected a rollouts.jsonl or a JSONL of prompt/reward)")
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "prompt" not in row or ("rewards" not in row and "reward" not in row):
+    for i, row in read_jsonl(path):
+        if "prompt" not in row or ("rewards" not in row and "reward" not in row):
             raise ValueError(f"{path}:{i}: a row needs 'prompt' and 'rewards' (list) or 'reward' (number)")
         values = row["rewards"] if "rewards" in row else [row["reward"]]
         values = [float(v) for v in values if v is not None]
