@@ -25,6 +25,7 @@ from rl.drivers.experience import COLLECTORS, REWARD_SHAPERS, Experience, Sampli
 from rl.drivers.rewards import check_rewards
 from rl.workers.critic import CriticActor, ReferenceActor
 from rl.workers.learner import LearnerActor, LossSettings
+from rl.workers.placement import Placement, Role
 from rl.workers.ray_setup import local_threads
 from rl.workers.rollout_worker import RolloutWorker
 from rollout.engines import ENGINES
@@ -154,15 +155,42 @@ def loss_settings(cfg: Config) -> LossSettings:
                         policy_loss=al.policy_loss)
 
 
-def start_workers(cfg: Config, pad_id: int):
+def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> dict:
+    """The run's actors by role from `resources:` (GPUs default to 1 per learner and
+    `tensor_parallel_size` per engine when the cluster has GPUs, else 0)."""
+    import ray
+    res, has_gpus = cfg.resources, ray.cluster_resources().get("GPU", 0) > 0
+    gpus = lambda r, default: r.num_gpus if r.num_gpus is not None else (default if has_gpus else 0.0)  # noqa: E731
+    n_engines = cfg.rollout.num_workers if engines is None else engines
+    host = "learner" if kind == "critic" and cfg.critic.placement == "colocated" else None
+    roles = {"learner": Role(1, res.learner.num_cpus, gpus(res.learner, 0.5 if host else 1.0)),
+             "engine": Role(n_engines, res.engine.num_cpus, gpus(res.engine, float(cfg.rollout.tensor_parallel_size)))}
+    if kind == "critic":  # colocated: one GPU shared (learner 0.5, critic and reference 0.25), the learner's CPUs
+        cpus = lambda r: 0.0 if host else r.num_cpus  # noqa: E731
+        roles["critic"] = Role(1, cpus(res.critic), gpus(res.critic, 0.25 if host else 1.0), host)
+        if cfg.critic.kl_penalty_coef > 0:
+            roles["reference"] = Role(1, cpus(res.reference), gpus(res.reference, 0.25 if host else 1.0), host)
+    return roles
+
+
+def placement_from(cfg: Config, kind: str = "group", engines: int | None = None) -> Placement:
+    """The run's placement group, placed (or an error naming what the cluster lacks)."""
+    try:
+        roles = roles_from(cfg, kind, engines)
+        return Placement.create(roles, cfg.resources.strategy, cfg.resources.ready_timeout_s)
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def start_workers(cfg: Config, pad_id: int, place: Placement):
     """-> (engines, learner). Engines know the learner's name so a restarted one re-syncs itself."""
     t, name = cfg.trainer, f"learner-{uuid.uuid4().hex[:12]}"
-    learner = LearnerActor.options(name=name).remote(
+    learner = LearnerActor.options(name=name, **place.options("learner")).remote(
         cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
         microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
-        loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id)
-    engines = [engine_from(cfg, learner_name=name) for _ in range(cfg.rollout.num_workers)]
+        loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype)
+    engines = [engine_from(cfg, learner_name=name, **place.options("engine", i)) for i in range(place.roles["engine"].count)]
     return engines, learner
 
 
@@ -175,18 +203,12 @@ def engine_from(cfg: Config, learner_name: str | None = None, **options):
                                                    r.share_prefill, engine_kwargs=kwargs, learner_name=learner_name)
 
 
-def estimator_from(cfg: Config, kind: str, pad_id: int, learner):
+def estimator_from(cfg: Config, kind: str, pad_id: int, place: Placement | None = None):
     """"group": a GRPO-family baseline by `algorithm.advantage`; "critic": LLM PPO's critic (+ reference)."""
     if kind == "group":
         return GroupEstimator(_lookup(ADVANTAGE_ESTIMATORS, "algorithm.advantage", cfg.algorithm.advantage))
     c, t = cfg.critic, cfg.trainer
-    options = {}
-    if c.placement == "colocated":
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        node = ray.get(learner.node_id.remote())
-        options = {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
-    critic = CriticActor.options(**options).remote(
+    critic = CriticActor.options(**place.options("critic")).remote(
         c.model or cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=c.lr, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, value_clip=c.value_clip, value_loss_coef=c.value_loss_coef,
         minibatch_samples=t.minibatch_samples, microbatch_samples=t.microbatch_samples,
@@ -194,7 +216,7 @@ def estimator_from(cfg: Config, kind: str, pad_id: int, learner):
         max_new_tokens=cfg.rollout.max_new_tokens, num_threads=local_threads(), pad_id=pad_id)
     reference = None
     if c.kl_penalty_coef > 0:
-        reference = ReferenceActor.options(**options).remote(
+        reference = ReferenceActor.options(**place.options("reference")).remote(
             cfg.model.name, cfg.model.dtype, cfg.run.seed, temperature=cfg.rollout.temperature,
             microbatch_samples=t.microbatch_samples, num_threads=local_threads(), pad_id=pad_id)
     return CriticEstimator(critic, reference, c.gamma, c.lam, c.kl_penalty_coef, c.whiten_advantages)
@@ -246,9 +268,10 @@ def preference_data(cfg: Config, tok):
                          "pairs/dropped_too_long": train.dropped + held.dropped}
 
 
-def dpo_learner_from(cfg: Config, pad_id: int):
+def dpo_learner_from(cfg: Config, pad_id: int, place: Placement):
     from rl.workers.dpo_learner import DPOLearnerActor
     t, d = cfg.trainer, cfg.dpo
-    return DPOLearnerActor.remote(cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
-                                  max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, beta=d.beta,
-                                  microbatch_pairs=d.microbatch_pairs, num_threads=local_threads(), pad_id=pad_id)
+    return DPOLearnerActor.options(**place.options("learner")).remote(
+        cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, beta=d.beta, microbatch_pairs=d.microbatch_pairs,
+        num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype)

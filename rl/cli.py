@@ -9,6 +9,7 @@
   rl plan CLUSTER.yaml                                   search an execution plan (ReaLHF-style)
   rl sweep SWEEP.yaml                                    hyper-parameter sweep on Ray Tune
   rl prefs ROLLOUTS.jsonl --out pairs.jsonl              DPO pairs (best vs worst) from a GRPO rollout log
+  rl export CHECKPOINT OUT_DIR                           an HF folder from a checkpoint
 
 A broken recipe exits with code 2 and one line naming the key; no traceback.
 """
@@ -33,6 +34,7 @@ SUBCOMMANDS = {  # name: ("module:function(argv) -> exit code", help)
     "plan": ("rl.tools.realloc_plan:main_plan", "parameter-reallocation planner for a cluster spec (ReaLHF)"),
     "sweep": ("rl.tools.sweep:main_sweep", "launch a hyper-parameter sweep on Ray Tune"),
     "prefs": ("rl.data.prefs:main", "DPO preference pairs from a GRPO run's rollouts.jsonl"),
+    "export": ("rl.tools.export:main", "an HF folder (safetensors + tokenizer) from a run's checkpoint"),
 }
 
 

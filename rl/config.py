@@ -35,7 +35,8 @@ class RunConfig:
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"  # smollm2-135m | tiny-llama | local HF folder | hub id
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # compute dtype (engines, forward)
+    master_dtype: Literal["float32", "bfloat16"] = "float32"  # learner weights + AdamW state
 
 
 @dataclass
@@ -107,6 +108,24 @@ class TrainerConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
+
+
+@dataclass
+class RoleResources:
+    num_cpus: float = 0.5
+    num_gpus: float | None = None  # None: 0 without GPUs; with GPUs 1 per learner, tensor_parallel_size per engine
+
+
+@dataclass
+class ResourcesConfig:
+    """What each role asks Ray for, per actor; actors are placed in one placement group (a bundle per
+    actor; a colocated critic/reference shares the learner's bundle, fractions allowed)."""
+    learner: RoleResources = field(default_factory=RoleResources)
+    engine: RoleResources = field(default_factory=RoleResources)
+    critic: RoleResources = field(default_factory=RoleResources)
+    reference: RoleResources = field(default_factory=lambda: RoleResources(num_cpus=0.25))
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    ready_timeout_s: float = 120.0  # placement group not placed by then: an error saying what is missing
 
 
 @dataclass
@@ -246,6 +265,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only

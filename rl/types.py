@@ -76,6 +76,12 @@ class RolloutBatch:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(1)
 
+    def to(self, device) -> "RolloutBatch":
+        """The batch with every tensor on `device` (token-id lists stay lists)."""
+        import dataclasses
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)})
+
     def select_groups(self, keep_groups: list[int]) -> "RolloutBatch":
         """The sub-batch of the given prompt groups, renumbered 0..len(keep)-1."""
         remap = {g: i for i, g in enumerate(keep_groups)}

@@ -232,6 +232,6 @@ def bf16_crcs(named_params: Iterable[tuple[str, torch.Tensor]]) -> dict[str, int
     """crc32 of each tensor's bf16 bits, by name: what 'bit-identical in bf16' is checked against."""
     out = {}
     for name, p in named_params:
-        bits = p.detach().to(torch.bfloat16).contiguous().view(-1).view(torch.int16)
+        bits = p.detach().to(torch.bfloat16).contiguous().view(-1).view(torch.int16).cpu()
         out[name] = zlib.crc32(bits.numpy().tobytes())
     return out

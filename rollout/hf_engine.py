@@ -62,15 +62,16 @@ class HFEngine:
         counts = torch.tensor([r.n for r in reqs])
         prompts = [r.prompt_ids for r in reqs] if self.share_prefill else \
             [r.prompt_ids for r in reqs for _ in range(r.n)]
-        input_ids, attn = left_pad(prompts, self.pad_id)
+        dev = next(self.model.parameters()).device  # sampling stays on the CPU generator: same draws anywhere
+        input_ids, attn = (t.to(dev) for t in left_pad(prompts, self.pad_id))
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos,
                          use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+        cache, logits = out.past_key_values, out.logits[:, -1, :].float().cpu()
         if self.share_prefill:
             rows = torch.repeat_interleave(torch.arange(len(reqs)), counts)
-            cache.batch_select_indices(rows)
-            logits, attn, pos = logits[rows], attn[rows], pos[rows]
+            cache.batch_select_indices(rows.to(dev))
+            logits, attn, pos = logits[rows], attn[rows.to(dev)], pos[rows.to(dev)]
         owner = torch.repeat_interleave(torch.arange(len(reqs)), counts)  # request index per row
         temp = torch.tensor([reqs[i].temperature for i in owner.tolist()]).unsqueeze(1)
         top_p = torch.tensor([reqs[i].top_p for i in owner.tolist()])
@@ -103,13 +104,13 @@ class HFEngine:
             if len(keep) == 0:
                 break
             if len(keep) < len(live):
-                cache.batch_select_indices(keep)
-                live, tok, attn, next_pos = live[keep], tok[keep], attn[keep], next_pos[keep]
+                cache.batch_select_indices(keep.to(dev))
+                live, tok, attn, next_pos = live[keep], tok[keep], attn[keep.to(dev)], next_pos[keep.to(dev)]
                 temp, top_p, cap = temp[keep], top_p[keep], cap[keep]
-            attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype)], dim=1)
-            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+            attn = torch.cat([attn, torch.ones(len(live), 1, dtype=attn.dtype, device=dev)], dim=1)
+            out = self.model(input_ids=tok[:, None].to(dev), attention_mask=attn, position_ids=next_pos[:, None],
                              past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+            cache, logits = out.past_key_values, out.logits[:, -1, :].float().cpu()
             next_pos = next_pos + 1
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         return [Completion(request_id=reqs[owner[i]].request_id, token_ids=tokens[i], logprobs=lps[i],

@@ -48,7 +48,7 @@ def pack_buckets(named_params: Iterable[tuple[str, torch.Tensor]], bucket_bytes:
 
 
 def _flatten(group: list[tuple[str, torch.Tensor]]) -> WeightBucket:
-    flat = torch.cat([t.reshape(-1) for _, t in group]).contiguous()
+    flat = torch.cat([t.reshape(-1) for _, t in group]).contiguous().cpu()  # a GPU learner ships host bytes
     arr = flat.view(torch.int16).numpy() if flat.dtype == torch.bfloat16 else flat.numpy()
     offsets, off = [], 0
     for _, t in group:
@@ -91,5 +91,5 @@ def apply_bucket(params: dict[str, torch.Tensor], bucket: WeightBucket, verify: 
 def params_checksum(named_params: Iterable[tuple[str, torch.Tensor]]) -> int:
     crc = 0
     for _, p in named_params:
-        crc = zlib.crc32(p.detach().contiguous().view(-1).numpy().tobytes(), crc)
+        crc = zlib.crc32(p.detach().contiguous().view(-1).cpu().numpy().tobytes(), crc)
     return crc

@@ -32,8 +32,8 @@ def train_coding(cfg: Config, resume: bool = False, address: str | None = None, 
               postfix={"solved": "accuracy", "turns": "turns/mean"})
     init_ray(address)
     tok = load_tokenizer(cfg.model.name)
-    engines, learner = build.start_workers(cfg, tok.pad_token_id)
-    estimator = build.estimator_from(cfg, "group", tok.pad_token_id, learner)
+    engines, learner = build.start_workers(cfg, tok.pad_token_id, run.own(build.placement_from(cfg)))
+    estimator = build.estimator_from(cfg, "group", tok.pad_token_id)
     allocator = build.allocator_from(cfg)
     state, run_episodes = build.allocator_state(allocator), build.episodes_from(cfg, tok)
     if run.restore([learner]):

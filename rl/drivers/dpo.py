@@ -43,9 +43,9 @@ def _wants_greedy_eval(cfg: Config) -> bool:
 class Measure:
     """Held-out pairs on the learner; greedy task accuracy on an engine that first gets its weights."""
 
-    def __init__(self, cfg: Config, tok, learner, held: EncodedPairs, ref_held):
+    def __init__(self, cfg: Config, tok, learner, held: EncodedPairs, ref_held, place):
         self.learner, self.held, self.ref_held, self.bucket_mb = learner, held, ref_held, cfg.sync.bucket_mb
-        self.engine = build.engine_from(cfg, num_cpus=ENGINE_CPUS) if _wants_greedy_eval(cfg) else None
+        self.engine = build.engine_from(cfg, **place.options("engine")) if _wants_greedy_eval(cfg) else None
         self.evaluate = build.evaluator_from(cfg, self.engine, tok, build.task_from(cfg)) if self.engine else None
 
     def __call__(self, version: int, greedy: bool = True) -> dict[str, float]:
@@ -65,14 +65,15 @@ def train_dpo(cfg: Config, resume: bool = False, address: str | None = None, cal
     run = Run(cfg, resume, total_steps=steps, title="dpo", callbacks=callbacks,
               postfix={"loss": "loss", "acc": "reward_accuracy"})
     init_ray(address)
-    learner = build.dpo_learner_from(cfg, tok.pad_token_id)
+    place = run.own(build.placement_from(cfg, engines=1 if _wants_greedy_eval(cfg) else 0))
+    learner = build.dpo_learner_from(cfg, tok.pad_token_id, place)
     if run.restore([learner]):
         ref, ref_held = run.state["ref"], run.state["ref_held"]
     else:
         run.summary.update(info)
         ref = ray.get(learner.reference_logps.remote(train))
         ref_held = ray.get(learner.reference_logps.remote(held)) if len(held) else ([], [])
-    measure = Measure(cfg, tok, learner, held, ref_held)
+    measure = Measure(cfg, tok, learner, held, ref_held, place)
     print(f"dpo: {info['pairs/train']} training pairs, {info['pairs/held_out']} held out, {steps} steps", flush=True)
     if not run.resumed and (cfg.eval.before_after or len(held)):
         run.report("before", measure(0, greedy=cfg.eval.before_after))

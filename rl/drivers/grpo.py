@@ -33,8 +33,9 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
               postfix={"reward": "reward/mean", "acc": "accuracy", "tok_s": "tokens_per_s"})
     init_ray(address)
     task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
-    engines, learner = build.start_workers(cfg, tok.pad_token_id)
-    estimator = build.estimator_from(cfg, estimator, tok.pad_token_id, learner)
+    place = run.own(build.placement_from(cfg, estimator))
+    engines, learner = build.start_workers(cfg, tok.pad_token_id, place)
+    estimator = build.estimator_from(cfg, estimator, tok.pad_token_id, place)
     experience, collect = build.experience_from(cfg, engines, tok, task), build.collector_from(cfg)
     evaluate = build.evaluator_from(cfg, engines[0], tok, task)
     actors = [learner, *estimator.actors]

@@ -5,6 +5,7 @@ import gc
 import sys
 
 from rl.run.run import checkpointer
+from rl.workers.placement import release_all
 
 
 def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = None, callbacks: list = ()) -> dict:
@@ -16,6 +17,7 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
     for restarts in range(cfg.run.max_restarts + 1):
         if restarts:
             gc.collect()  # the dead attempt's actor handles go, so Ray frees their CPUs for this one
+            release_all()  # ... and its placement group
         try:
             summary = driver(cfg, resume=resume, address=address, callbacks=callbacks)
             return {**(summary or {}), "restarts": restarts}

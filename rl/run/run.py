@@ -52,7 +52,12 @@ class Run:
             self.logger.truncate_after(self.start - 1)
         self.summary: dict = dict(self.state.get("summary", {})) if self.state else {}
         self.title, self.postfix = title, postfix or {}
-        self._bar = None
+        self._bar, self._closers = None, []
+
+    def own(self, resource):
+        """Closes `resource` (e.g. the run's placement group) when the run finishes. -> resource"""
+        self._closers.append(resource.close)
+        return resource
 
     @property
     def resumed(self) -> bool:
@@ -106,6 +111,8 @@ class Run:
     def finish(self, plot_keys: list[str] | None = None) -> dict:
         """Closes the logger (curves.png, wandb) and writes summary.json. -> the summary."""
         self.logger.close(plot_keys)
+        for close in self._closers:
+            close()
         (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=1, default=float))
         return self.summary
 

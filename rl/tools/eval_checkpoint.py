@@ -17,7 +17,8 @@ from rl.workers.ray_setup import init_ray
 def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = None) -> dict:
     init_ray(address)
     task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
-    engine = build.engine_from(cfg)
+    place = build.placement_from(cfg, engines=1)
+    engine = build.engine_from(cfg, **place.options("engine"))
     if checkpoint:
         path = Path(checkpoint) / "learner.pt"
         if not path.exists():
@@ -28,6 +29,7 @@ def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = N
     result = build.evaluator_from(cfg, engine, tok, task)()
     for k, v in result.items():
         print(f"{k:40s} {v:.4f}")
+    place.close()
     out = run_dir(cfg) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"checkpoint": checkpoint, **result}, indent=2))

@@ -20,6 +20,7 @@ from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.losses import value_loss
 from rl.types import RolloutBatch
 from rl.workers.learner import completion_logprobs, shifted_outputs
+from rl.workers.devices import actor_device, placement_info
 from rl.workers.models import load_model
 
 
@@ -55,7 +56,8 @@ class Critic:
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
-        self.model = ValueHead(load_model(model_name, dtype, seed=seed)).train()
+        self.device = actor_device()
+        self.model = ValueHead(load_model(model_name, dtype, seed=seed)).to(self.device).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         self.max_grad_norm, self.value_clip, self.coef = max_grad_norm, value_clip, value_loss_coef
         self.minibatch_samples, self.microbatch_samples = minibatch_samples, microbatch_samples
@@ -66,7 +68,7 @@ class Critic:
     def values(self, batch: RolloutBatch) -> torch.Tensor:
         out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
         for micro, rows in batch.chunks(self.microbatch_samples):
-            out[rows] = completion_values(self.model, micro, self.pad_id)
+            out[rows] = completion_values(self.model, micro.to(self.device), self.pad_id).cpu()
         return out
 
     def train_step(self, batch: RolloutBatch, old_values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
@@ -86,15 +88,16 @@ class Critic:
         num_tokens, num_seqs = loss_normalizers(mb.completion_mask)
         acc = {"value_loss": 0.0, "value_clip_frac": 0.0}
         for micro, rows in mb.chunks(self.microbatch_samples):
+            micro, old, ret = micro.to(self.device), old_values[rows].to(self.device), returns[rows].to(self.device)
             mask = micro.completion_mask.float()
             v = completion_values(self.model, micro, self.pad_id)
-            per_tok = value_loss(v, old_values[rows], returns[rows], self.value_clip)
+            per_tok = value_loss(v, old, ret, self.value_clip)
             loss = self.coef * aggregate_loss(per_tok, mask, self.loss_aggregation, max_len=self.max_new_tokens,
                                               num_tokens=num_tokens, num_seqs=num_seqs)
             loss.backward()
             acc["value_loss"] += float(loss.detach())
             if self.value_clip is not None:
-                clipped = (v.detach() - old_values[rows]).abs() > self.value_clip
+                clipped = (v.detach() - old).abs() > self.value_clip
                 acc["value_clip_frac"] += float((clipped.float() * mask).sum()) / num_tokens
         acc["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
         self.opt.step()
@@ -103,8 +106,11 @@ class Critic:
     def save(self, path: str) -> None:
         torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}, Path(path) / "critic.pt")
 
+    def placement_info(self) -> dict:
+        return placement_info()
+
     def load(self, path: str) -> None:
-        state = torch.load(Path(path) / "critic.pt", weights_only=False)
+        state = torch.load(Path(path) / "critic.pt", weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
 
@@ -116,15 +122,17 @@ class Reference:
                  microbatch_samples: int = 16, num_threads: int | None = None, pad_id: int = 2):
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.model = load_model(model_name, dtype, seed=seed)
+        self.device = actor_device()
+        self.model = load_model(model_name, dtype, seed=seed).to(self.device)
         self.temperature, self.microbatch_samples, self.pad_id = temperature, microbatch_samples, pad_id
 
     @torch.no_grad()
     def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
         for mb, rows in batch.chunks(self.microbatch_samples):
-            out[rows] = completion_logprobs(self.model, mb.prompt_ids, mb.completion_ids, mb.completion_mask,
-                                            mb.group_ids, self.temperature, self.pad_id) * mb.completion_mask
+            mb = mb.to(self.device)
+            out[rows] = (completion_logprobs(self.model, mb.prompt_ids, mb.completion_ids, mb.completion_mask,
+                                             mb.group_ids, self.temperature, self.pad_id) * mb.completion_mask).cpu()
         return out
 
 

@@ -12,6 +12,7 @@ import torch
 from algorithms.losses import dpo_loss
 from rl.data.prefs import EncodedPairs
 from rl.types import index_chunks, right_pad
+from rl.workers.devices import compute_autocast
 from rl.workers.learner import Learner, completion_logprobs
 
 LEARNER_CPUS = 0.5
@@ -22,19 +23,21 @@ class DPOLearner(Learner):
 
     def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-6,
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
-                 beta: float = 0.1, microbatch_pairs: int = 8, num_threads: int | None = None, pad_id: int = 2):
+                 beta: float = 0.1, microbatch_pairs: int = 8, num_threads: int | None = None, pad_id: int = 2,
+                 master_dtype: str = "float32"):
         super().__init__(model_name, dtype, seed, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                         warmup_steps=warmup_steps, num_threads=num_threads, pad_id=pad_id)
+                         warmup_steps=warmup_steps, num_threads=num_threads, pad_id=pad_id, master_dtype=master_dtype)
         self.beta, self.microbatch_pairs = beta, microbatch_pairs
 
     def sequence_logps(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs (chosen [B], rejected [B]); each pair's prompt prefilled once."""
         seqs = [s for c, r in zip(pairs.chosen_ids, pairs.rejected_ids) for s in (c, r)]
-        ids, mask = right_pad(seqs, self.pad_id, torch.long)
-        group_ids = torch.arange(len(pairs)).repeat_interleave(2)  # [2B]: chosen, rejected of pair i
-        logp = completion_logprobs(self.model, pairs.prompt_ids, ids, mask, group_ids, 1.0, self.pad_id)
+        ids, mask = (t.to(self.device) for t in right_pad(seqs, self.pad_id, torch.long))
+        group_ids = torch.arange(len(pairs), device=self.device).repeat_interleave(2)  # [2B]: chosen, rejected of i
+        with compute_autocast(self.device, self.dtype, self.master_dtype):
+            logp = completion_logprobs(self.model, pairs.prompt_ids, ids, mask, group_ids, 1.0, self.pad_id)
         summed = (logp * mask).sum(-1)
-        return summed[0::2], summed[1::2]
+        return summed[0::2].cpu(), summed[1::2].cpu()
 
     def reference_logps(self, pairs: EncodedPairs) -> tuple[list[float], list[float]]:
         """The current (initial) policy's summed log-probs: the frozen reference of the run."""

@@ -22,7 +22,8 @@ from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import approx_kl, kl_penalty
 from algorithms.losses import POLICY_LOSSES
 from rl.types import RolloutBatch
-from rl.workers.models import load_model
+from rl.workers.devices import actor_device, compute_autocast, placement_info
+from rl.workers.models import load_model, load_tokenizer
 from rollout.delta_sync import DeltaSender, bf16_crcs
 from rollout.hf_engine import left_pad
 from rollout.transport import SyncGroup, default_backend, flatten_payload
@@ -51,7 +52,8 @@ def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Te
     prompt_ids: [num_groups][len]; completion_ids, completion_mask: [S, T]; group_ids: [S] in 0..G-1.
     Returns [S, T, vocab] logits or [S, T, hidden] states.
     """
-    ids, attn = left_pad(prompt_ids, pad_id)
+    dev = completion_ids.device
+    ids, attn = (t.to(dev) for t in left_pad(prompt_ids, pad_id))
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     lm = hasattr(model, "lm_head")
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
@@ -61,7 +63,7 @@ def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Te
     first = (out.logits if lm else out.last_hidden_state)[group_ids, -1:, :]  # predicts the first token
     T = completion_ids.shape[1]
     attn_full = torch.cat([attn[group_ids], completion_mask.to(attn.dtype)], dim=1)
-    pos_c = pos[group_ids, -1:] + 1 + torch.arange(T).unsqueeze(0)
+    pos_c = pos[group_ids, -1:] + 1 + torch.arange(T, device=dev).unsqueeze(0)
     out2 = model(input_ids=completion_ids, attention_mask=attn_full, position_ids=pos_c,
                  past_key_values=cache, use_cache=True)
     rest = out2.logits if lm else out2.last_hidden_state
@@ -89,13 +91,18 @@ class Learner:
     def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-5,
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
                  minibatch_samples: int = 64, microbatch_samples: int = 16, updates_per_batch: int = 1,
-                 loss: LossSettings = LossSettings(), num_threads: int | None = None, pad_id: int = 2):
+                 loss: LossSettings = LossSettings(), num_threads: int | None = None, pad_id: int = 2,
+                 master_dtype: str = "float32"):
+        """`dtype` is the compute dtype of the forward; weights and AdamW state live in `master_dtype`
+        (fp32 masters with bf16 compute: small updates are not rounded away). The model goes to the
+        device Ray assigned this actor (rl/workers/devices.py), CPU when it has none."""
         self.policy_loss = POLICY_LOSSES.get(loss.policy_loss)  # a typo fails before any loading
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
-        self.model = load_model(model_name, dtype, seed=seed).train()
-        self.ref = load_model(model_name, dtype, seed=seed) if loss.kl_coef > 0 else None
+        self.device, self.dtype, self.master_dtype, self.model_name = actor_device(), dtype, master_dtype, model_name
+        self.model = load_model(model_name, master_dtype, seed=seed).to(self.device).train()
+        self.ref = load_model(model_name, dtype, seed=seed).to(self.device) if loss.kl_coef > 0 else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
@@ -134,10 +141,12 @@ class Learner:
 
     def _loss(self, micro: RolloutBatch, adv: torch.Tensor, num_tokens: float, num_seqs: float):
         L = self.loss
+        micro, adv = micro.to(self.device), adv.to(self.device)
         mask = micro.train_mask.float()
-        logp, entropy = completion_logprobs(self.model, micro.prompt_ids, micro.completion_ids,
-                                            micro.completion_mask, micro.group_ids, L.temperature,
-                                            self.pad_id, with_entropy=True)
+        with compute_autocast(self.device, self.dtype, self.master_dtype):
+            logp, entropy = completion_logprobs(self.model, micro.prompt_ids, micro.completion_ids,
+                                                micro.completion_mask, micro.group_ids, L.temperature,
+                                                self.pad_id, with_entropy=True)
         per_tok, clipped = self.policy_loss(logp, micro.logprobs, adv, mask, eps_low=L.eps_low,
                                             eps_high=L.eps_high, dual_clip_c=L.dual_clip_c)
         m = {}
@@ -171,15 +180,25 @@ class Learner:
         return params_checksum(self.model.named_parameters())
 
     def save(self, path: str) -> None:
+        """learner.pt (model, optimizer, scheduler, RNG: what `--resume` needs) and hf/ (the policy as an
+        HF folder: `from_pretrained`, the vllm engine or a new recipe's `model.name` load it as it is)."""
         torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                     "scheduler": self.sched.state_dict(), "rng": _rng_state()}, Path(path) / "learner.pt")
+        self.save_hf(str(Path(path) / "hf"), self.model_name)
+
+    def save_hf(self, path: str, tokenizer_name: str) -> str:
+        """An HF folder (safetensors, config, generation config, tokenizer) that transformers and vLLM load."""
+        return save_hf_folder(self.model, tokenizer_name, path)
 
     def load(self, path: str) -> None:
-        state = torch.load(Path(path) / "learner.pt", weights_only=False)
+        state = torch.load(Path(path) / "learner.pt", weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
+
+    def placement_info(self) -> dict:
+        return placement_info()
 
     def node_id(self) -> str:
         import ray
@@ -187,6 +206,20 @@ class Learner:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+def save_hf_folder(model, tokenizer_name: str, path: str) -> str:
+    """`save_pretrained` of `model` (safetensors) plus the tokenizer of `tokenizer_name`, written atomically."""
+    import shutil
+    import tempfile
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    model.save_pretrained(tmp, safe_serialization=True)
+    load_tokenizer(tokenizer_name).save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return str(target)
 
 
 def _rng_state() -> dict:

@@ -6,6 +6,7 @@ import warnings
 import ray
 import torch
 
+from rl.workers.devices import actor_device, placement_info
 from rl.workers.models import load_policy, load_tokenizer, policy_folder
 from rl.workers.ray_setup import local_threads
 from rollout.delta_sync import DeltaReceiver, DeltaUpdate, bf16_crcs
@@ -37,13 +38,17 @@ class RolloutWorker:
                                   dtype=dtype, seed=seed, **(engine_kwargs or {}))
         else:
             model, tok = load_policy(model_name, dtype, seed=seed)
-            self.engine = builder(model, tok, share_prefill=share_prefill, max_batch_samples=max_batch_samples)
+            self.engine = builder(model.to(actor_device()), tok, share_prefill=share_prefill,
+                                  max_batch_samples=max_batch_samples)
         self.receiver = DeltaReceiver()
         self.recovered = bool(learner_name is not None and _reconstructed())
         if self.recovered:
             learner = ray.get_actor(learner_name)
             payload, _ = learner.export_update.remote(RECOVERY_BUCKET_BYTES, -1, "full")
             self.update_weights(ray.get(payload), -1)
+
+    def placement_info(self) -> dict:
+        return placement_info()
 
     def was_recovered(self) -> bool:
         """True in a process Ray restarted, which re-synced itself from the learner."""

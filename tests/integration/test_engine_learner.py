@@ -109,3 +109,44 @@ def test_weight_buckets_roundtrip_bit_exact(tiny):
         apply_bucket(params, bad, verify=True)
 
 
+
+
+def test_bf16_compute_with_fp32_masters_keeps_small_updates(tiny):
+    """model.dtype bf16 is the compute dtype; the weights and AdamW state stay fp32, so an update far
+    below bf16's resolution (~|w|/256) still moves the weights. With bf16 masters it is rounded away."""
+    model, tok = tiny
+    batch, _ = make_batch(model, tok)
+    from algorithms.advantages import grpo_advantages
+    adv = grpo_advantages(batch.rewards, batch.group_ids)
+
+    def moved_share(master):
+        lrn = Learner("tiny-llama", dtype="bfloat16", master_dtype=master, seed=0, lr=1e-6, minibatch_samples=64,
+                      microbatch_samples=64, loss=LossSettings(max_new_tokens=6))
+        before = [p.detach().clone() for p in lrn.model.parameters()]
+        assert {p.dtype for p in lrn.model.parameters()} == {getattr(torch, master)}
+        metrics = lrn.train_step(batch, adv)
+        assert metrics["grad_norm"] > 0
+        changed = sum(int((p.detach() != b).sum()) for p, b in zip(lrn.model.parameters(), before))
+        return changed / sum(b.numel() for b in before)
+    assert moved_share("float32") > 0.5  # AdamW moves (almost) every weight by ~lr
+    assert moved_share("bfloat16") < 0.05  # lr 1e-6 on weights ~1e-2: below bf16's spacing
+
+
+def test_checkpoint_hf_folder_loads_and_generates_like_the_learner(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rl.tools.export import export
+    model, tok = tiny
+    batch, _ = make_batch(model, tok)
+    lrn = Learner("tiny-llama", seed=0, lr=1e-2, minibatch_samples=64, microbatch_samples=64)
+    lrn.train_step(batch, batch.rewards - batch.rewards.mean())
+    lrn.save(str(tmp_path))  # learner.pt + hf/
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    for (name, a), b in zip(lrn.model.named_parameters(), loaded.parameters()):
+        assert torch.equal(a.detach(), b.detach()), name
+    reqs = [GenerationRequest(prompt_ids=prompt_ids(tok, t), n=1, max_new_tokens=8, temperature=0.0, request_id=i)
+            for i, t in enumerate(["What is 2 + 3?", "hello"])]
+    ours = HFEngine(lrn.model, tok).generate(reqs, seed=0)
+    theirs = HFEngine(loaded, tok).generate(reqs, seed=0)
+    assert [c.token_ids for c in ours] == [c.token_ids for c in theirs]
+    assert (export(tmp_path, tmp_path / "exported") / "model.safetensors").exists()

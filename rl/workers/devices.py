@@ -1,0 +1,45 @@
+"""Which device an actor computes on, and mixed precision, the same code on CPU and GPU.
+
+An actor that asked Ray for GPUs (`num_gpus` in the recipe's `resources:`) sees only its own in
+CUDA_VISIBLE_DEVICES (Ray sets it), so its device is cuda:0 of that view; an actor that asked for none
+stays on the CPU and never touches CUDA (Ray 2.60 no longer hides the GPUs from it).
+
+Mixed precision as users expect: `model.master_dtype` (fp32) holds the weights and the optimizer
+state; `model.dtype` is the compute dtype of the forward (autocast), e.g. bf16.
+Example: dev = actor_device(); with compute_autocast(dev, "bfloat16", "float32"): loss = f(model(x))
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def assigned_gpu_ids() -> list:
+    """The GPU ids Ray gave this actor ([] outside Ray or without a GPU request)."""
+    try:
+        import ray
+        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
+    except Exception:  # not in a Ray worker
+        return []
+
+
+def actor_device() -> torch.device:
+    """cuda when Ray assigned this actor a GPU and CUDA works, else cpu."""
+    if assigned_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def compute_autocast(device: torch.device, compute_dtype: str, master_dtype: str):
+    """autocast to the compute dtype when it differs from the master weights' dtype, else a no-op."""
+    if compute_dtype == master_dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, compute_dtype))
+
+
+def placement_info() -> dict:
+    """Where this actor runs: the GPU ids Ray gave it, its torch device and its node."""
+    import ray
+    return {"gpu_ids": [str(g) for g in assigned_gpu_ids()], "device": str(actor_device()),
+            "node_id": ray.get_runtime_context().get_node_id()}
