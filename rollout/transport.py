@@ -1,6 +1,6 @@
 """How a weight-sync payload travels from the learner actor to the engine actors.
 
-trainer.sync_transport:
+sync.transport:
 - "object_store": the learner puts the payload once in Ray's object store; engines on its node read
   it zero-copy from shared memory (the colocated path), engines on other nodes pull it over Ray.
 - "broadcast": a torch.distributed group of the sync's own (gloo on CPU, NCCL on GPU) with the
@@ -102,7 +102,7 @@ class SyncGroup:
             opts._timeout = timeout
             self.pg = dist.ProcessGroupNCCL(prefixed, rank, world_size, opts)
         else:
-            raise ValueError(f"trainer.sync_backend must be gloo, nccl or auto, got {backend!r}")
+            raise ValueError(f"sync.backend must be gloo, nccl or auto, got {backend!r}")
         self.store, self.rank, self.world_size, self.backend = store, rank, world_size, backend
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 

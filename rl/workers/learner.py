@@ -55,7 +55,7 @@ def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Te
     dev = completion_ids.device
     ids, attn = (t.to(dev) for t in left_pad(prompt_ids, pad_id))
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    lm = hasattr(model, "lm_head")
+    lm = hasattr(getattr(model, "module", model), "lm_head")  # a DDP wrapper holds the LM in .module
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                 **({"logits_to_keep": 1} if lm else {}))
     cache = out.past_key_values
@@ -103,12 +103,20 @@ class Learner:
         self.device, self.dtype, self.master_dtype, self.model_name = actor_device(), dtype, master_dtype, model_name
         self.model = load_model(model_name, master_dtype, seed=seed).to(self.device).train()
         self.ref = load_model(model_name, dtype, seed=seed).to(self.device) if loss.kl_coef > 0 else None
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+        self._optimizer_settings = (lr, weight_decay, warmup_steps)
+        self.opt, self.sched = self._make_optimizer()
         self.max_grad_norm, self.loss = max_grad_norm, loss
         self.minibatch_samples, self.microbatch_samples = minibatch_samples, microbatch_samples
         self.updates_per_batch, self.pad_id = updates_per_batch, pad_id
+
+    def _make_optimizer(self):
+        """AdamW over `self.model` and its linear-warmup schedule -> (optimizer, scheduler). A sharded
+        learner (rl/workers/distributed.py) calls it again after wrapping, so the state is sharded."""
+        lr, weight_decay, warmup_steps = self._optimizer_settings
+        opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+        return opt, sched
 
     def train_step(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
         sums: dict[str, float] = {}

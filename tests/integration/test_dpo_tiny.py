@@ -1,6 +1,6 @@
 """DPO on local Ray with the tiny model: recipes/dpo_tiny.yaml trains end to end (pairs JSONL ->
 learner actor -> metrics, held-out pairs and greedy eval before/after, checkpoint); pairs built from
-a GRPO rollout log train too, and a resumed run reproduces the uninterrupted one."""
+a GRPO rollout log train too, (exact resume: tests/invariance/)."""
 import json
 import math
 from pathlib import Path
@@ -47,7 +47,8 @@ def test_dpo_tiny_recipe_trains_and_writes_outputs(ray_local, tmp_path):
     assert changed > len(init) // 2, f"only {changed}/{len(init)} tensors changed"
 
 
-def test_pairs_from_a_rollout_log_train_and_resume_reproduces(ray_local, tmp_path):
+def test_pairs_from_a_rollout_log_train(ray_local, tmp_path):
+    """(Exact resume of DPO: tests/invariance/test_resume_logs_once.py.)"""
     log = tmp_path / "rollouts.jsonl"
     with open(log, "w") as fh:
         for i in range(12):
@@ -57,17 +58,8 @@ def test_pairs_from_a_rollout_log_train_and_resume_reproduces(ray_local, tmp_pat
                                  "completions": [str(a + b + 1), str(a + b), str(a + b + 1), "no idea"]}) + "\n")
     common = ["dpo.pairs_path=null", f"dpo.from_rollouts={log}", "eval.before_after=false",
               "dpo.pairs_per_step=4", "dpo.eval_fraction=0.25", "run.checkpoint_every_steps=2"]
-    keys = ("loss", "margin", "reward_accuracy", "grad_norm", "logp/chosen")
-    straight = train_dpo(dpo_cfg(tmp_path, "straight", *common, "dpo.max_steps=4"))
-    train_dpo(dpo_cfg(tmp_path, "resumed", *common, "dpo.max_steps=2"))
-    summary = train_dpo(dpo_cfg(tmp_path, "resumed", *common, "dpo.max_steps=4"), resume=True)
+    summary = train_dpo(dpo_cfg(tmp_path, "straight", *common, "dpo.max_steps=4"))
     a = read_metrics(tmp_path / "straight" / "metrics.jsonl")
-    b = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
     assert summary["pairs/train"] == 9 and summary["pairs/held_out"] == 3
-    assert [r["step"] for r in b] == [0, 1, 2, 3]
-    for ra, rb in zip(a, b):
-        for k in keys:
-            assert abs(ra[k] - rb[k]) <= 1e-6 * max(1.0, abs(ra[k])), (ra["step"], k)
-    assert summary["before"] == straight["before"]  # kept in the checkpoint, not measured again
-    for k, v in straight["after"].items():  # same final weights
-        assert summary["after"][k] == pytest.approx(v, abs=1e-5), k
+    assert [r["step"] for r in a] == [0, 1, 2, 3] and a[-1]["margin"] > a[0]["margin"]
+    assert "eval_pairs/loss" in summary["before"] and "eval_pairs/loss" in summary["after"]

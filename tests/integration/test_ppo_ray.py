@@ -1,4 +1,4 @@
-"""LLM PPO with a critic on local Ray with the tiny model: both networks train, resume is exact."""
+"""LLM PPO with a critic on local Ray with the tiny model: both networks train (exact resume: tests/invariance/)."""
 from pathlib import Path
 
 import torch
@@ -46,16 +46,11 @@ def test_critic_starts_at_zero_and_regresses_onto_returns():
     assert torch.allclose(completion_values(critic.model, batch, 2)[0], direct.detach(), atol=1e-4)
 
 
-def test_ppo_trains_policy_and_critic_and_resumes_exactly(ray_local, tmp_path):
-    keys = ("reward/mean", "loss", "critic/value_loss", "critic/value_mean", "critic/explained_variance")
-    train_ppo(ppo_cfg(tmp_path, "straight", "trainer.steps=4", "eval.before_after=false"))
-    train_ppo(ppo_cfg(tmp_path, "resumed", "trainer.steps=2", "eval.before_after=false"))
-    train_ppo(ppo_cfg(tmp_path, "resumed", "trainer.steps=4", "eval.before_after=false"), resume=True)
+def test_ppo_trains_policy_and_critic(ray_local, tmp_path):
+    """(Exact resume of PPO with its critic: tests/invariance/test_resume_logs_once.py.)"""
+    train_ppo(ppo_cfg(tmp_path, "straight", "trainer.steps=3", "eval.before_after=false"))
     a = read_metrics(tmp_path / "straight" / "metrics.jsonl")
-    b = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
-    assert [r["step"] for r in a] == [0, 1, 2, 3]
-    for ra, rb in zip(a, b):
-        assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}, ra["step"]
+    assert [r["step"] for r in a] == [0, 1, 2]
     assert a[0]["critic/value_mean"] == 0.0 and a[-1]["critic/value_mean"] != 0.0
     assert all(r["critic/grad_norm"] > 0 and r["grad_norm"] > 0 for r in a)
     ckpt = sorted((tmp_path / "straight" / "checkpoints").glob("step-*"))[-1]

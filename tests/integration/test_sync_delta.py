@@ -86,7 +86,7 @@ def test_sleep_wake_calls_reach_the_engines(actors):
 
 
 def test_broadcast_transport_full_and_delta_bit_identical(actors):
-    """trainer.sync_transport=broadcast: a gloo group learner + 2 engines, one broadcast per sync."""
+    """sync.transport=broadcast: a gloo group learner + 2 engines, one broadcast per sync."""
     learner, engines, tok = actors
     one_step(learner, engines[0], tok, 40)
     m = sync_weights(learner, engines, 40, trainer_cfg("full", transport="broadcast"))

@@ -109,7 +109,7 @@ def test_delta_sync_keeps_engine_bit_identical_and_matching_hf(world):
 
 
 def test_broadcast_transport_into_the_running_vllm_engine(world):
-    """trainer.sync_transport=broadcast: a gloo group of the sync's own beside the default
+    """sync.transport=broadcast: a gloo group of the sync's own beside the default
     torch.distributed group vLLM creates inside the engine actor."""
     train_steps(world.learner, world.hf, world.tok, steps=1, seed=30)
     m = sync_weights(world.learner, [world.vllm, world.hf], 5, cfg("delta", "broadcast"))

@@ -1,0 +1,133 @@
+"""N sharded learner actors driven as one learner: the calls a driver makes on a single learner,
+blocking (`train_step`, `export_full`, `save`, `load`, `save_hf`, `close`).
+
+Per call of `train_step` the batch is cut into minibatches exactly as `Learner.train_step` cuts it
+(`batch.chunks(minibatch_samples)`); each minibatch's groups are spread over the ranks by
+`shard_minibatch` (whole groups, balanced by forward tokens) and every rank gets its part plus the
+minibatch's global normalisers; each rank micro-batches its own part (rl/workers/distributed.py).
+
+Example:
+    group = LearnerGroup("tiny-llama", world_size=2, strategy="fsdp", lr=1e-5, num_threads=1)
+    metrics = group.train_step(batch, advantages)      # == Learner("tiny-llama", lr=1e-5).train_step(...)
+    buckets = group.export_full(32 << 20)
+    group.close()
+"""
+from __future__ import annotations
+
+import heapq
+
+import ray
+import torch
+
+from algorithms.aggregation import loss_normalizers
+from rl.types import RolloutBatch
+from rl.workers.distributed import Part, ShardedLearnerActor
+
+
+def shard_minibatch(group_token_counts: list[int], world_size: int) -> list[list[int]]:
+    """Whole groups onto ranks, balanced by tokens: greedy largest-first onto the lightest rank (ties:
+    the lower group index first, the lower rank first), then each rank's groups in ascending order.
+
+    Deterministic; every group is assigned exactly once; like any list schedule, the heaviest rank
+    exceeds the lightest by at most the largest group: max_load - min_load <= max(group_token_counts).
+    Shapes: group_token_counts [num_groups] -> [world_size][groups of that rank].
+    Example: shard_minibatch([5, 1, 4, 2], 2) -> [[0, 1], [2, 3]]   (loads 6 and 6)
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    order = sorted(range(len(group_token_counts)), key=lambda g: (-group_token_counts[g], g))
+    heap = [(0, r) for r in range(world_size)]  # (load, rank): the lightest rank on top
+    plan: list[list[int]] = [[] for _ in range(world_size)]
+    for g in order:
+        load, r = heapq.heappop(heap)
+        plan[r].append(g)
+        heapq.heappush(heap, (load + group_token_counts[g], r))
+    return [sorted(groups) for groups in plan]
+
+
+def group_token_counts(mb: RolloutBatch) -> list[int]:
+    """Forward tokens per group: its prompt once (the prefill is shared) plus its completion tokens."""
+    completion = torch.zeros(len(mb.prompt_ids), dtype=torch.long).index_add_(
+        0, mb.group_ids, mb.completion_mask.sum(1).long())
+    return [len(p) + int(c) for p, c in zip(mb.prompt_ids, completion)]
+
+
+def plan_shards(batch: RolloutBatch, advantages: torch.Tensor, minibatch_samples: int, world_size: int
+                ) -> tuple[list[list[Part]], list[tuple[float, float]]]:
+    """-> (parts[rank][minibatch]: that rank's (groups, advantages) or None, normalizers[minibatch]:
+    (num_tokens, num_seqs) of the whole minibatch). Minibatches as `Learner.train_step` cuts them."""
+    parts: list[list[Part]] = [[] for _ in range(world_size)]
+    normalizers = []
+    for mb, rows in batch.chunks(minibatch_samples):
+        adv = advantages[rows]
+        normalizers.append(loss_normalizers(mb.train_mask))
+        for r, groups in enumerate(shard_minibatch(group_token_counts(mb), world_size)):
+            if not groups:
+                parts[r].append(None)
+                continue
+            mine = torch.isin(mb.group_ids, torch.tensor(groups))  # select_groups keeps sample order
+            parts[r].append((mb.select_groups(groups), adv[mine]))
+    return parts, normalizers
+
+
+class LearnerGroup:
+    """`world_size` ShardedLearner actors in one default process group, used like one learner.
+
+    learner_kwargs go to every rank's `Learner` (lr, minibatch_samples, microbatch_samples, loss, ...).
+    actor_options: one dict of Ray options per rank (e.g. a placement-group scheduling strategy).
+    """
+
+    def __init__(self, model_name: str, world_size: int, strategy: str = "fsdp", backend: str = "auto",
+                 num_cpus: float = 0.5, num_gpus: float = 0.0, timeout_s: float = 300.0,
+                 actor_options: list[dict] | None = None, **learner_kwargs):
+        options = actor_options or [{} for _ in range(world_size)]
+        if len(options) != world_size:
+            raise ValueError(f"actor_options has {len(options)} entries for {world_size} ranks")
+        self.world_size, self.timeout_s = world_size, timeout_s
+        self.actors = [ShardedLearnerActor.options(num_cpus=num_cpus, num_gpus=num_gpus, **opts)
+                       .remote(model_name, **learner_kwargs) for opts in options]
+        try:
+            host, port = ray.get(self.actors[0].open_group.remote(world_size, timeout_s))
+            ray.get([a.setup_group.remote(host, port, r, world_size, backend, strategy, timeout_s)
+                     for r, a in enumerate(self.actors)])
+            self.minibatch_samples = ray.get(self.actors[0].minibatch_size.remote())
+        except BaseException:
+            self.close()
+            raise
+
+    def _all(self, method: str, *args) -> list:
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def train_step(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        parts, normalizers = plan_shards(batch, advantages, self.minibatch_samples, self.world_size)
+        metrics = ray.get([a.train_shard.remote(p, normalizers) for a, p in zip(self.actors, parts)])
+        return metrics[0]
+
+    def export_full(self, bucket_bytes: int) -> list:
+        """The full weights as WeightBuckets (gathered one parameter at a time; from rank 0)."""
+        return self._all("export_full", bucket_bytes)[0]
+
+    def save(self, path: str) -> None:
+        self._all("save", path)
+
+    def load(self, path: str) -> None:
+        self._all("load", path)
+
+    def save_hf(self, path: str, tokenizer_name: str) -> str:
+        return self._all("save_hf", path, tokenizer_name)[0]
+
+    def close(self) -> None:
+        """Tear the process group down on every rank, then kill the actors (also after a failure)."""
+        try:
+            ray.get([a.teardown.remote() for a in self.actors], timeout=min(60.0, self.timeout_s))
+        except Exception:  # a dead or hung rank: the kills below still free everything
+            pass
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+
+    def __enter__(self) -> "LearnerGroup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
