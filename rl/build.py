@@ -163,13 +163,15 @@ def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> 
     gpus = lambda r, default: r.num_gpus if r.num_gpus is not None else (default if has_gpus else 0.0)  # noqa: E731
     n_engines = cfg.rollout.num_workers if engines is None else engines
     host = "learner" if kind == "critic" and cfg.critic.placement == "colocated" else None
-    roles = {"learner": Role(1, res.learner.num_cpus, gpus(res.learner, 0.5 if host else 1.0)),
-             "engine": Role(n_engines, res.engine.num_cpus, gpus(res.engine, float(cfg.rollout.tensor_parallel_size)))}
+    roles = {"learner": Role(1, res.learner.num_cpus, gpus(res.learner, 0.5 if host else 1.0), None, res.learner.custom),
+             "engine": Role(n_engines, res.engine.num_cpus, gpus(res.engine, float(cfg.rollout.tensor_parallel_size)),
+                            None, res.engine.custom)}
     if kind == "critic":  # colocated: one GPU shared (learner 0.5, critic and reference 0.25), the learner's CPUs
         cpus = lambda r: 0.0 if host else r.num_cpus  # noqa: E731
-        roles["critic"] = Role(1, cpus(res.critic), gpus(res.critic, 0.25 if host else 1.0), host)
+        roles["critic"] = Role(1, cpus(res.critic), gpus(res.critic, 0.25 if host else 1.0), host, res.critic.custom)
         if cfg.critic.kl_penalty_coef > 0:
-            roles["reference"] = Role(1, cpus(res.reference), gpus(res.reference, 0.25 if host else 1.0), host)
+            roles["reference"] = Role(1, cpus(res.reference), gpus(res.reference, 0.25 if host else 1.0), host,
+                                      res.reference.custom)
     return roles
 
 

@@ -75,7 +75,7 @@ def train_main(argv: list[str]) -> int:
     p = _recipe_parser("rl train")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # options may come before or after the key=value overrides
     cfg = load_config(args.recipe, args.overrides)
     if args.print_config:
         print(dump(cfg), end="")
@@ -95,7 +95,7 @@ def eval_main(argv: list[str]) -> int:
         return _run("rl.tools.swebench:main", argv[1:])
     p = _recipe_parser("rl eval")
     p.add_argument("--checkpoint", default=None, help="a run's checkpoint dir (default: the base model)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     from rl.tools.eval_checkpoint import eval_checkpoint
     eval_checkpoint(load_config(args.recipe, args.overrides), args.checkpoint, args.address)
     return 0

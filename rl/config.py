@@ -114,6 +114,7 @@ class TrainerConfig:
 class RoleResources:
     num_cpus: float = 0.5
     num_gpus: float | None = None  # None: 0 without GPUs; with GPUs 1 per learner, tensor_parallel_size per engine
+    custom: dict[str, float] = field(default_factory=dict)  # e.g. {node_b: 0.1}: only nodes started with it
 
 
 @dataclass

@@ -24,6 +24,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(typing.get_args(tp)[1])}"
     if tp is type(None):
         return "null"
     if dataclasses.is_dataclass(tp):
@@ -53,6 +55,11 @@ def _coerce(value: Any, tp: Any, path: str, renamed: dict) -> Any:
             raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{path}.{i}", renamed) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        key_tp, item = typing.get_args(tp)
+        return {_coerce(k, key_tp, path, renamed): _coerce(v, item, f"{path}.{k}", renamed) for k, v in value.items()}
     if tp is type(None) and value is None:
         return None
     if tp is float and (isinstance(value, (int, float)) and not isinstance(value, bool) or _is_float(value)):

@@ -39,6 +39,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     experience, collect = build.experience_from(cfg, engines, tok, task), build.collector_from(cfg)
     evaluate = build.evaluator_from(cfg, engines[0], tok, task)
     actors = [learner, *estimator.actors]
+    run.record_placement({"learner": learner, **{f"engine{i}": e for i, e in enumerate(engines)}})
     if run.restore(actors):
         experience.load_state_dict(run.state)
     sync_weights(learner, engines, run.start, cfg.sync)

@@ -69,6 +69,13 @@ class Run:
             self.ckpt.load(self._path, actors)
         return self.state
 
+    def record_placement(self, actors: dict) -> dict:
+        """Writes placement.json: where each actor landed (node, GPU ids, device). -> that mapping"""
+        import ray
+        where = dict(zip(actors, ray.get([a.placement_info.remote() for a in actors.values()])))
+        (self.dir / "placement.json").write_text(json.dumps(where, indent=1))
+        return where
+
     def steps(self) -> Iterator[int]:
         """start .. total_steps - 1, with a live progress bar when `run.progress_bar`."""
         if self.cfg.run.progress_bar:

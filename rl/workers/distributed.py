@@ -91,11 +91,15 @@ class ShardedLearner(SyncingLearner):
                 fully_shard(layer, mesh=mesh)
             fully_shard(self.model, mesh=mesh)
         else:
+            import inspect
+
             from torch.nn.parallel import DistributedDataParallel
-            # buffers (rotary tables) are identical on every rank: no broadcast before each forward
+            # buffers (rotary tables) are the same on every rank: no broadcast before each forward
+            no_sync_kw = "forward_sync_buffers" if "forward_sync_buffers" in \
+                inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
             self.model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                **{no_sync_kw: False})
         self.opt, self.sched = self._make_optimizer()  # after wrapping: the state lives on the shards
         return rank
 

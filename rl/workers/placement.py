@@ -22,6 +22,7 @@ class Role:
     cpus: float = 0.5
     gpus: float = 0.0
     colocate_with: str | None = None  # share this role's bundles (actor i with actor i % count)
+    custom: dict | None = None  # custom Ray resources per actor, e.g. {"node_b": 0.1} to pin it to a node
 
 
 def bundles_for(roles: dict[str, Role]) -> tuple[list[dict], dict[str, list[int]]]:
@@ -32,7 +33,7 @@ def bundles_for(roles: dict[str, Role]) -> tuple[list[dict], dict[str, list[int]
     for name, r in roles.items():
         if r.colocate_with is None and r.count > 0:
             index[name] = list(range(len(bundles), len(bundles) + r.count))
-            bundles += [_resources(r.cpus, r.gpus) for _ in range(r.count)]
+            bundles += [_resources(r.cpus, r.gpus, r.custom) for _ in range(r.count)]
     for name, r in roles.items():
         if r.colocate_with is not None and r.count > 0:
             if r.colocate_with not in index:
@@ -40,7 +41,7 @@ def bundles_for(roles: dict[str, Role]) -> tuple[list[dict], dict[str, list[int]
             host = index[r.colocate_with]
             index[name] = [host[i % len(host)] for i in range(r.count)]
             for b in index[name]:
-                for key, v in _resources(r.cpus, r.gpus).items():
+                for key, v in _resources(r.cpus, r.gpus, r.custom).items():
                     bundles[b][key] = bundles[b].get(key, 0.0) + v
     for b in bundles:
         if not b:
@@ -48,8 +49,8 @@ def bundles_for(roles: dict[str, Role]) -> tuple[list[dict], dict[str, list[int]
     return bundles, index
 
 
-def _resources(cpus: float, gpus: float) -> dict:
-    return {k: float(v) for k, v in (("CPU", cpus), ("GPU", gpus)) if v}
+def _resources(cpus: float, gpus: float, custom: dict | None = None) -> dict:
+    return {k: float(v) for k, v in (("CPU", cpus), ("GPU", gpus), *(custom or {}).items()) if v}
 
 
 _OPEN: list["Placement"] = []  # groups this process made and has not removed (released before a restart)
@@ -88,7 +89,7 @@ class Placement:
     def options(self, role: str, i: int = 0) -> dict:
         """`.options(...)` for actor i of `role`: its resources, inside its bundle."""
         r = self.roles[role]
-        opts = {"num_cpus": r.cpus, "num_gpus": r.gpus}
+        opts = {"num_cpus": r.cpus, "num_gpus": r.gpus, **({"resources": dict(r.custom)} if r.custom else {})}
         if self.pg is not None:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
