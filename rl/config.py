@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rl.data.mapping import ConfigError, build
+from rl.data.mapping import ConfigError, build, load_yaml_mapping
 
 
 RENAMED = {"allocation.n_low": "allocation.min_samples_per_prompt",
@@ -301,17 +301,7 @@ def apply_override(data: dict, dotted: str) -> None:
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    data: dict = {}
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.exists():
-            raise ConfigError(f"recipe {str(path)!r} not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a recipe is a mapping of sections")
+    data = load_yaml_mapping(recipe, "recipe", "sections") if recipe is not None else {}
     for o in overrides:
         apply_override(data, o)
     cfg = build(Config, data, renamed=RENAMED)

@@ -95,3 +95,20 @@ def build(cls: type, data: dict, path: str = "", renamed: dict[str, str] | None 
             raise ConfigError(f"unknown key '{dotted}'{hint} (valid: {', '.join(names)})")
         kwargs[key] = _coerce(value, hints[key], dotted, renamed)
     return cls(**kwargs)
+
+
+def load_yaml_mapping(path, kind: str, shape: str) -> dict:
+    """A YAML file that must hold a mapping; a missing file, bad YAML or another shape is a ConfigError.
+    kind: "recipe" | "sweep spec"; shape: what the mapping holds, for the error."""
+    import yaml
+    from pathlib import Path
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{kind} {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {kind} is a mapping of {shape}")
+    return data

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from rl.config import Config, ConfigError, apply_override, validate
-from rl.data.mapping import build
+from rl.data.mapping import build, load_yaml_mapping
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform")
 SCHEDULERS = ("asha", "fifo")
@@ -92,14 +92,7 @@ def trial_config(base: str | Path, overrides: dict[str, Any], params: dict[str, 
 def load_sweep(path: str | Path, address: str | None = None) -> SweepSpec:
     """Reads and validates a sweep spec; every problem is a ConfigError naming the key."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"sweep spec {str(path)!r} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a sweep spec is a mapping (base, space, metric, ...)")
+    raw = load_yaml_mapping(path, "sweep spec", "keys (base, space, metric, ...)")
     for key in raw:
         if key not in SPEC_KEYS:
             close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1, cutoff=0.5)
