@@ -23,5 +23,6 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=max(2, local_threads()), include_dashboard=False, runtime_env=env,
+        # address="local": always a fresh local instance, never a cluster some `ray start` left recorded
+        ray.init(address="local", num_cpus=max(2, local_threads()), include_dashboard=False, runtime_env=env,
                  log_to_driver=True, configure_logging=False)

@@ -62,6 +62,9 @@ def two_nodes():
                 os.killpg(p.pid, signal.SIGKILL)  # the raylet and GCS live in the same group
             except ProcessLookupError:
                 pass
+        marker = Path("/tmp/ray/ray_current_cluster")  # `ray start --head` records its address here
+        if marker.exists() and marker.read_text().strip().endswith(f":{port}"):
+            marker.unlink()
 
 
 @pytest.mark.slow
