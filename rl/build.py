@@ -25,6 +25,7 @@ from rl.drivers.experience import COLLECTORS, REWARD_SHAPERS, Experience, Sampli
 from rl.drivers.rewards import check_rewards
 from rl.workers.critic import CriticActor, ReferenceActor
 from rl.workers.learner import LearnerActor, LossSettings
+from rl.workers.learner_group import ActorLearner, LearnerGroup
 from rl.workers.placement import Placement, Role
 from rl.workers.ray_setup import local_threads
 from rl.workers.rollout_worker import RolloutWorker
@@ -163,7 +164,8 @@ def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> 
     gpus = lambda r, default: r.num_gpus if r.num_gpus is not None else (default if has_gpus else 0.0)  # noqa: E731
     n_engines = cfg.rollout.num_workers if engines is None else engines
     host = "learner" if kind == "critic" and cfg.critic.placement == "colocated" else None
-    roles = {"learner": Role(1, res.learner.num_cpus, gpus(res.learner, 0.5 if host else 1.0), None, res.learner.custom),
+    roles = {"learner": Role(res.learner.num_actors, res.learner.num_cpus, gpus(res.learner, 0.5 if host else 1.0),
+                             None, res.learner.custom),
              "engine": Role(n_engines, res.engine.num_cpus, gpus(res.engine, float(cfg.rollout.tensor_parallel_size)),
                             None, res.engine.custom)}
     if kind == "critic":  # colocated: one GPU shared (learner 0.5, critic and reference 0.25), the learner's CPUs
@@ -185,13 +187,22 @@ def placement_from(cfg: Config, kind: str = "group", engines: int | None = None)
 
 
 def start_workers(cfg: Config, pad_id: int, place: Placement):
-    """-> (engines, learner). Engines know the learner's name so a restarted one re-syncs itself."""
-    t, name = cfg.trainer, f"learner-{uuid.uuid4().hex[:12]}"
-    learner = LearnerActor.options(name=name, **place.options("learner")).remote(
-        cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
-        microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
-        loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype)
+    """-> (engines, learner): the learner an ActorLearner, or a LearnerGroup of `resources.learner.num_actors`
+    sharded ranks. A single learner is named, so a restarted engine re-syncs itself from it."""
+    t, n = cfg.trainer, cfg.resources.learner.num_actors
+    kwargs = dict(dtype=cfg.model.dtype, seed=cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
+                  max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
+                  microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
+                  loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype)
+    name = f"learner-{uuid.uuid4().hex[:12]}" if n == 1 else None
+    if n == 1:
+        learner = ActorLearner(LearnerActor.options(name=name, **place.options("learner")).remote(cfg.model.name, **kwargs))
+    else:
+        r = place.roles["learner"]
+        opts = [{k: v for k, v in place.options("learner", i).items() if k not in ("num_cpus", "num_gpus")}
+                for i in range(n)]
+        learner = LearnerGroup(cfg.model.name, n, strategy=cfg.resources.learner.sharding, num_cpus=r.cpus,
+                               num_gpus=r.gpus, timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)
     engines = [engine_from(cfg, learner_name=name, **place.options("engine", i)) for i in range(place.roles["engine"].count)]
     return engines, learner
 

@@ -115,6 +115,8 @@ class RoleResources:
     num_cpus: float = 0.5
     num_gpus: float | None = None  # None: 0 without GPUs; with GPUs 1 per learner, tensor_parallel_size per engine
     custom: dict[str, float] = field(default_factory=dict)  # e.g. {node_b: 0.1}: only nodes started with it
+    num_actors: int = 1  # learner only (engines: rollout.num_workers): > 1 = sharded learners in one group
+    sharding: Literal["fsdp", "ddp"] = "fsdp"  # learner only: FSDP2 shards params/grads/optimizer; ddp replicates
 
 
 @dataclass
@@ -330,6 +332,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("rewards: at least one reward function is needed")
     if cfg.algorithm.name == "dpo":
         check_dpo(cfg.dpo)
+    if cfg.resources.learner.num_actors > 1:
+        _check_sharded(cfg)
     if cfg.allocation.v0_predictor is not None:
         if cfg.allocation.name != "knapsack":
             raise ConfigError("allocation.v0_predictor: only the knapsack allocator uses V0 predictions")
@@ -349,6 +353,16 @@ def check_dpo(d: DPOConfig) -> None:
         raise ConfigError(f"dpo.max_steps: must be > 0 or null, got {d.max_steps}")
     if not 0.0 <= d.eval_fraction < 1.0:
         raise ConfigError(f"dpo.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
+
+
+def _check_sharded(cfg: Config) -> None:
+    n = cfg.resources.learner.num_actors
+    if cfg.algorithm.name not in ("grpo", "ppo", "coding_grpo"):
+        raise ConfigError(f"resources.learner.num_actors: {n} sharded learners run grpo, ppo and coding_grpo, "
+                          f"not {cfg.algorithm.name!r} yet")
+    if cfg.sync.mode != "full" or cfg.sync.transport != "object_store":
+        raise ConfigError("resources.learner.num_actors > 1 syncs full weights over the object store: "
+                          "set sync.mode: full and sync.transport: object_store")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 
-import ray
-
 from rl import build
 from rl.config import Config
 from rl.drivers.episodes import RemoteEngine, episode_metrics, trajectories_to_batch
@@ -20,7 +18,6 @@ from rl.drivers.experience import step_seed
 from rl.run.run import Run
 from rl.workers.models import load_tokenizer
 from rl.workers.ray_setup import init_ray
-from rl.workers.weight_sync import sync_weights
 
 PLOT_KEYS = ["reward/mean", "turns/mean", "loss", "entropy", "env_token_share", "time/step_s"]
 
@@ -33,12 +30,13 @@ def train_coding(cfg: Config, resume: bool = False, address: str | None = None, 
     init_ray(address)
     tok = load_tokenizer(cfg.model.name)
     engines, learner = build.start_workers(cfg, tok.pad_token_id, run.own(build.placement_from(cfg)))
+    run.own(learner)
     estimator = build.estimator_from(cfg, "group", tok.pad_token_id)
     allocator = build.allocator_from(cfg)
     state, run_episodes = build.allocator_state(allocator), build.episodes_from(cfg, tok)
-    if run.restore([learner]):
+    if run.restore(learner.actors):
         state.load_state_dict(run.state["allocator"])
-    sync_weights(learner, engines, run.start, cfg.sync)
+    learner.sync(engines, run.start, cfg.sync)
     P = cfg.trainer.prompts_per_step
     for step in run.steps():
         t0 = time.time()
@@ -51,10 +49,10 @@ def train_coding(cfg: Config, resume: bool = False, address: str | None = None, 
                      cfg.allocation.success_threshold)
         metrics = episode_metrics(trajs, batch, time.time() - t0)
         advantages, adv_metrics = estimator.advantages(batch)
-        metrics.update({**ray.get(learner.train_step.remote(batch, advantages)), **adv_metrics})
-        metrics.update({**sync_weights(learner, engines, step + 1, cfg.sync), "time/step_s": time.time() - t0})
+        metrics.update({**learner.train_step(batch, advantages), **adv_metrics})
+        metrics.update({**learner.sync(engines, step + 1, cfg.sync), "time/step_s": time.time() - t0})
         run.log(step, metrics, rollouts=[{"key": t.instance_id, "reward": t.reward, "turns": t.num_turns,
                                           "exit_status": t.exit_status, "patch": t.patch} for t in trajs])
         run.summary["last"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        run.checkpoint(step, [learner], lambda: {"allocator": state.state_dict()})
+        run.checkpoint(step, learner.actors, lambda: {"allocator": state.state_dict()})
     return run.finish(PLOT_KEYS)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import time
 
-import ray
-
 from rl import build
 from rl.config import Config
 from rl.run.run import Run
 from rl.workers.models import load_tokenizer
 from rl.workers.ray_setup import init_ray
-from rl.workers.weight_sync import after_train, before_train, sync_weights
+from rl.workers.weight_sync import after_train, before_train
 
 PLOT_KEYS = ["reward/mean", "accuracy", "loss", "entropy", "approx_kl", "clip_frac", "grad_norm",
              "response_length/mean", "tokens_per_s", "time/step_s", "effective_gradient_ratio", "eval/greedy_accuracy"]
@@ -34,15 +32,17 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     init_ray(address)
     task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
     place = run.own(build.placement_from(cfg, estimator))
-    engines, learner = build.start_workers(cfg, tok.pad_token_id, place)
+    engines, learner = build.start_workers(cfg, tok.pad_token_id, place)  # 1 learner actor, or N sharded ranks
+    run.own(learner)
     estimator = build.estimator_from(cfg, estimator, tok.pad_token_id, place)
     experience, collect = build.experience_from(cfg, engines, tok, task), build.collector_from(cfg)
     evaluate = build.evaluator_from(cfg, engines[0], tok, task)
-    actors = [learner, *estimator.actors]
-    run.record_placement({"learner": learner, **{f"engine{i}": e for i, e in enumerate(engines)}})
+    actors = [*learner.actors, *estimator.actors]
+    run.record_placement({**{f"learner{i or ''}": a for i, a in enumerate(learner.actors)},
+                          **{f"engine{i}": e for i, e in enumerate(engines)}})
     if run.restore(actors):
         experience.load_state_dict(run.state)
-    sync_weights(learner, engines, run.start, cfg.sync)
+    learner.sync(engines, run.start, cfg.sync)
     if cfg.eval.before_after and not run.resumed:
         run.report("before", evaluate())
     for step in run.steps():
@@ -52,10 +52,10 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
         advantages, adv_metrics = estimator.advantages(data.batch)
         before_train(engines, cfg.rollout.sleep_between_phases)
         pending = estimator.update(data.batch)  # e.g. the critic trains while the policy does
-        metrics = {**data.metrics, **ray.get(learner.train_step.remote(data.batch, advantages)), **adv_metrics,
+        metrics = {**data.metrics, **learner.train_step(data.batch, advantages), **adv_metrics,
                    **estimator.collect(pending), "time/train_s": time.time() - t1}
         after_train(engines, cfg.rollout.sleep_between_phases)
-        metrics.update(sync_weights(learner, engines, step + 1, cfg.sync))
+        metrics.update(learner.sync(engines, step + 1, cfg.sync))
         metrics.update({"time/step_s": time.time() - t0, "epoch": experience.sampler.epoch})
         if run.eval_due(step):
             metrics.update(evaluate())

@@ -118,7 +118,7 @@ class Run:
     def finish(self, plot_keys: list[str] | None = None) -> dict:
         """Closes the logger (curves.png, wandb) and writes summary.json. -> the summary."""
         self.logger.close(plot_keys)
-        for close in self._closers:
+        for close in reversed(self._closers):  # last owned first: actors before their placement group
             close()
         (self.dir / "summary.json").write_text(json.dumps(self.summary, indent=1, default=float))
         return self.summary

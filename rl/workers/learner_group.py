@@ -126,8 +126,36 @@ class LearnerGroup:
             ray.kill(a)
         self.actors = []
 
+    def sync(self, engines: list, version: int, sync) -> dict[str, float]:
+        """Full fp32 weights, gathered one parameter at a time, into every engine (the sharded path
+        supports `sync.mode: full` over the object store)."""
+        import time
+        t0 = time.time()
+        buckets = self.export_full(int(sync.bucket_mb * 2**20))
+        ray.get([e.update_weights.remote(buckets, version) for e in engines])
+        return {"sync/bytes": float(sum(b.nbytes for b in buckets)), "sync/density": 1.0, "sync/mode": 0.0,
+                "sync/full": 1.0, "sync/transport": 0.0, "time/sync_s": time.time() - t0}
+
     def __enter__(self) -> "LearnerGroup":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ActorLearner:
+    """One learner actor behind the same blocking interface as a LearnerGroup (train_step, sync, actors,
+    close), so a driver is written once for 1 or N learners."""
+
+    def __init__(self, actor):
+        self.actor, self.actors = actor, [actor]
+
+    def train_step(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        return ray.get(self.actor.train_step.remote(batch, advantages))
+
+    def sync(self, engines: list, version: int, sync) -> dict[str, float]:
+        from rl.workers.weight_sync import sync_weights
+        return sync_weights(self.actor, engines, version, sync)
+
+    def close(self) -> None:
+        pass
