@@ -12,6 +12,20 @@ from rl.config import Config
 from rl.run.run import run_dir
 from rl.workers.models import load_tokenizer
 from rl.workers.ray_setup import init_ray
+from rollout.weight_sync import pack_buckets
+
+
+def checkpoint_weights(ckpt: Path, model_name: str) -> dict:
+    """The policy's parameters from a checkpoint: its hf/ folder (any number of learners) or learner.pt."""
+    from rl.workers.models import load_model
+    if (ckpt / "hf" / "config.json").exists():
+        model = load_model(str(ckpt / "hf"))
+    elif (ckpt / "learner.pt").exists():
+        model = load_model(model_name)
+        model.load_state_dict(torch.load(ckpt / "learner.pt", weights_only=False, map_location="cpu")["model"])
+    else:
+        raise FileNotFoundError(f"--checkpoint: {ckpt} holds neither hf/ nor learner.pt")
+    return {n: p.detach() for n, p in model.named_parameters()}  # tied weights once, as the engine holds them
 
 
 def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = None) -> dict:
@@ -20,12 +34,7 @@ def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = N
     place = build.placement_from(cfg, engines=1)
     engine = build.engine_from(cfg, **place.options("engine"))
     if checkpoint:
-        path = Path(checkpoint) / "learner.pt"
-        if not path.exists():
-            raise FileNotFoundError(f"--checkpoint: {path} not found")
-        from rollout.weight_sync import pack_buckets
-        state = torch.load(path, weights_only=False, map_location="cpu")["model"]
-        ray.get(engine.update_weights.remote(pack_buckets(state.items(), 64 << 20), 1))
+        ray.get(engine.update_weights.remote(pack_buckets(checkpoint_weights(Path(checkpoint), cfg.model.name).items(), 64 << 20), 1))
     result = build.evaluator_from(cfg, engine, tok, task)()
     for k, v in result.items():
         print(f"{k:40s} {v:.4f}")
