@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/rl bench allocation
 	$(BIN)/rl bench curriculum
 	$(BIN)/rl bench sync
+	$(BIN)/rl bench scale
 
 clean:
 	rm -rf $(VENV) runs

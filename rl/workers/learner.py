@@ -208,6 +208,14 @@ class Learner:
     def placement_info(self) -> dict:
         return placement_info()
 
+    def state_bytes(self) -> dict[str, int]:
+        """Bytes this process holds of parameters, gradients and optimizer state (its shard when sharded)."""
+        local = lambda t: t.to_local() if hasattr(t, "to_local") else t  # noqa: E731  (DTensor shard)
+        size = lambda ts: sum(local(t).numel() * local(t).element_size() for t in ts)  # noqa: E731
+        params = list(self.model.parameters())
+        opt = [v for st in self.opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
+        return {"params": size(params), "grads": size(p.grad for p in params if p.grad is not None), "optimizer": size(opt)}
+
     def node_id(self) -> str:
         import ray
         return ray.get_runtime_context().get_node_id()
