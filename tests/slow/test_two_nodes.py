@@ -55,7 +55,7 @@ def two_nodes():
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=5)  # `ray start --block` exits slowly on SIGTERM; the group kill below is certain
             except subprocess.TimeoutExpired:
                 pass
             try:
