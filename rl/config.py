@@ -140,7 +140,8 @@ class SyncConfig:
     dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
     transport: Literal["object_store", "broadcast"] = "object_store"  # broadcast: torch.distributed
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
-    timeout_s: float = 300.0  # broadcast: rendezvous and per-broadcast timeout
+    timeout_s: float = 300.0  # deadline of every wait in a sync (delivery, broadcast, rendezvous, checks)
+    verify: bool = True  # after each sync, every engine's served version + weights checksum is checked
 
 
 @dataclass

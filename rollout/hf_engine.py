@@ -12,10 +12,12 @@ from __future__ import annotations
 import torch
 
 from rollout.types import Completion, GenerationRequest
-from rollout.weight_sync import WeightBucket, apply_bucket
+from rollout.weight_sync import WeightBucket, apply_bucket, weights_checksum
 
 
 class HFEngine:
+    partial_updates = True  # update_weights may get a subset of the buckets (applied in place)
+
     def __init__(self, model, tokenizer, max_batch_samples: int = 256, share_prefill: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -38,6 +40,13 @@ class HFEngine:
         for b in buckets:
             apply_bucket(params, b)
         self.weight_version = version
+
+    def serving_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def weights_checksum(self, dtype: torch.dtype | None = None) -> int:
+        """`rollout.weight_sync.weights_checksum` of the weights this engine samples with."""
+        return weights_checksum(self.model.parameters(), dtype)
 
     def sleep(self) -> None:  # nothing to free: weights stay, the KV cache lives per call
         pass

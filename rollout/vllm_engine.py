@@ -29,7 +29,7 @@ import zlib
 import torch
 
 from rollout.types import Completion, GenerationRequest
-from rollout.weight_sync import WeightBucket, bucket_tensors
+from rollout.weight_sync import WeightBucket, bucket_tensors, weights_checksum
 
 
 class VLLMEngine:
@@ -57,6 +57,7 @@ class VLLMEngine:
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self.eos_ids = sorted(eos_token_ids(self.tokenizer, model_path))
         self.weight_version = 0
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else torch.float32
 
     # -- engine protocol -------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Completion]:
@@ -111,6 +112,14 @@ class VLLMEngine:
         """bf16 CRC32 per transformers parameter name, read from the running model (rank 0)."""
         return self.llm.collective_rpc(_worker_bf16_crcs)[0]
 
+    def serving_dtype(self) -> torch.dtype:
+        return self.dtype
+
+    def weights_checksum(self, dtype: torch.dtype | None = None) -> int:
+        """`rollout.weight_sync.weights_checksum` of the running model's weights (read back as
+        `weights_crc` reads them; additive, so fused q/k/v and gate/up need no split)."""
+        return self.llm.collective_rpc(_worker_checksum, args=(dtype,))[0]
+
 
 def eos_token_ids(tokenizer, model_path) -> set[int]:
     """Ids that end a completion: tokenizer eos, generation_config eos, and <|im_end|> if known."""
@@ -158,16 +167,27 @@ def _repack_tied_lm_head(worker) -> None:
     dispatch_cpu_unquantized_gemm(head, remove_weight=False)
 
 
-def _worker_bf16_crcs(worker) -> dict[str, int]:
-    model = _model(worker)
-    packed = getattr(model, "packed_modules_mapping", {}) or {}
-    out: dict[str, int] = {}
+def _readable_weights(model):
+    """(vLLM name, module name, parameter name, weight) of every parameter, packed kernels read back."""
     for name, p in model.named_parameters():
         mod_name, _, pname = name.rpartition(".")
         module = model.get_submodule(mod_name)
         w = p.detach() if p.numel() > 0 else _packed_weight(module, p.dtype)
         if w is None:
             raise RuntimeError(f"cannot read weight {name!r} back from the engine")
+        yield name, mod_name, pname, w
+
+
+def _worker_checksum(worker, dtype) -> int:
+    return weights_checksum((w for *_, w in _readable_weights(_model(worker))), dtype)
+
+
+def _worker_bf16_crcs(worker) -> dict[str, int]:
+    model = _model(worker)
+    packed = getattr(model, "packed_modules_mapping", {}) or {}
+    out: dict[str, int] = {}
+    for name, mod_name, pname, w in _readable_weights(model):
+        module = model.get_submodule(mod_name)
         leaf = mod_name.rpartition(".")[2]
         if leaf in packed and pname == "weight":  # fused q/k/v or gate/up: split back by output sizes
             parts = torch.split(w, list(module.output_sizes), dim=0)

@@ -88,8 +88,25 @@ def apply_bucket(params: dict[str, torch.Tensor], bucket: WeightBucket, verify: 
             dst.copy_(src.view(shape).to(dst.dtype))
 
 
-def params_checksum(named_params: Iterable[tuple[str, torch.Tensor]]) -> int:
-    crc = 0
-    for _, p in named_params:
-        crc = zlib.crc32(p.detach().contiguous().view(-1).cpu().numpy().tobytes(), crc)
-    return crc
+CHECKSUM_MOD = 2**64
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def weights_checksum(tensors: Iterable[torch.Tensor], dtype: torch.dtype | None = None) -> int:
+    """Sum of the bit patterns of every element, read as signed integers, mod 2**64, after casting
+    to `dtype` (the precision an engine serves; None: as they are).
+
+    Additive on purpose: concatenating, splitting or reordering tensors leaves it unchanged, so
+    it is the same for a learner's separate q/k/v and an engine's fused qkv, for the sum of a
+    sharded model's per-rank partials (mod 2**64) and for zero padding; one changed element
+    changes it. It cannot see two elements swapped (a per-name CRC does; `bf16_crcs`).
+    Example: weights_checksum([torch.tensor([1.0])]) == 0x3F800000
+    """
+    total = 0
+    for t in tensors:
+        t = t.detach()
+        if dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        bits = t.contiguous().view(-1).view(_BITS[t.element_size()])
+        total += int(bits.sum(dtype=torch.int64))
+    return total % CHECKSUM_MOD

@@ -40,7 +40,7 @@ from rl.types import RolloutBatch
 from rl.workers.devices import compute_autocast
 from rl.workers.learner import SyncingLearner, _rng_state, _set_rng_state, completion_logprobs, save_hf_folder
 from rollout.transport import SyncGroup
-from rollout.weight_sync import pack_buckets
+from rollout.weight_sync import CHECKSUM_MOD, pack_buckets, weights_checksum
 
 STRATEGIES = ("fsdp", "ddp")
 
@@ -215,6 +215,43 @@ class ShardedLearner(SyncingLearner):
 
     def export_weights(self, bucket_bytes: int) -> list | None:
         return self.export_full(bucket_bytes)
+
+    def bucket_plan(self, bucket_bytes: int) -> list[list[str]]:
+        """Parameter names per bucket of at most bucket_bytes of full fp32 tensors (in model order;
+        a tensor larger than a bucket gets one of its own)."""
+        plan, size = [[]], 0
+        for name, p in self._module().named_parameters():
+            nbytes = p.numel() * p.element_size()  # a DTensor's numel is the full tensor's
+            if plan[-1] and size + nbytes > bucket_bytes:
+                plan.append([])
+                size = 0
+            plan[-1].append(name)
+            size += nbytes
+        return plan if plan[-1] else []
+
+    def export_bucket(self, names: list[str]) -> list | None:
+        """One bucket of full weights (a collective: every rank gathers the same names in the same
+        order); rank 0 returns [WeightBucket], the others None. Only this bucket is ever gathered."""
+        params = dict(self._module().named_parameters())
+        tensors = ((n, params[n].detach().full_tensor() if isinstance(params[n], DTensor) else params[n].detach())
+                   for n in names)
+        if self.rank == 0:
+            return pack_buckets(tensors, 2**62)
+        for _ in tensors:
+            pass
+        return None
+
+    def weights_checksum(self, dtype: str | None = None) -> int:
+        """The checksum of the full policy from the shards: each rank sums its local pieces, the
+        partials add up (mod 2**64) over ranks (DDP replicas: rank 0's alone). A collective."""
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        local = [p.to_local() if isinstance(p, DTensor) else p for p in self._module().parameters()]
+        part = weights_checksum(local, torch_dtype)
+        if self.strategy != "fsdp":
+            return part
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, part)
+        return sum(parts) % CHECKSUM_MOD
 
     @ray.method(num_returns=2)
     def export_update(self, *args, **kwargs):

@@ -27,7 +27,7 @@ from rl.workers.models import load_model, load_tokenizer
 from rollout.delta_sync import DeltaSender, bf16_crcs
 from rollout.hf_engine import left_pad
 from rollout.transport import SyncGroup, default_backend, flatten_payload
-from rollout.weight_sync import pack_buckets, params_checksum
+from rollout.weight_sync import pack_buckets, weights_checksum
 
 
 @dataclass
@@ -184,8 +184,10 @@ class Learner:
     def export_weights(self, bucket_bytes: int) -> list:
         return pack_buckets(self.model.named_parameters(), bucket_bytes)
 
-    def weights_checksum(self) -> int:
-        return params_checksum(self.model.named_parameters())
+    def weights_checksum(self, dtype: str | None = None) -> int:
+        """`rollout.weight_sync.weights_checksum` of the policy cast to `dtype` (what an engine serving
+        in that dtype must report after a sync)."""
+        return weights_checksum(self.model.parameters(), getattr(torch, dtype) if dtype else None)
 
     def save(self, path: str) -> None:
         """learner.pt (model, optimizer, scheduler, RNG: what `--resume` needs) and hf/ (the policy as an

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import heapq
+import time
 
 import ray
 import torch
@@ -22,6 +23,7 @@ import torch
 from algorithms.aggregation import loss_normalizers
 from rl.types import RolloutBatch
 from rl.workers.distributed import Part, ShardedLearnerActor
+from rl.workers.weight_sync import engine_label, get_within, sync_weights, verify
 
 
 def shard_minibatch(group_token_counts: list[int], world_size: int) -> list[list[int]]:
@@ -127,14 +129,38 @@ class LearnerGroup:
         self.actors = []
 
     def sync(self, engines: list, version: int, sync) -> dict[str, float]:
-        """Full fp32 weights, gathered one parameter at a time, into every engine (the sharded path
-        supports `sync.mode: full` over the object store)."""
-        import time
+        """Full fp32 weights into every engine, streamed one bucket at a time (the ranks gather one
+        bucket, rank 0 ships it, the engines apply it, then the next: neither a rank nor the object
+        store ever holds the whole model), then verified (rl/workers/weight_sync.py). The sharded
+        path runs `sync.mode: full` over the object store."""
         t0 = time.time()
-        buckets = self.export_full(int(sync.bucket_mb * 2**20))
-        ray.get([e.update_weights.remote(buckets, version) for e in engines])
-        return {"sync/bytes": float(sum(b.nbytes for b in buckets)), "sync/density": 1.0, "sync/mode": 0.0,
-                "sync/full": 1.0, "sync/transport": 0.0, "time/sync_s": time.time() - t0}
+        nbytes = self._stream(engines, version, sync)
+
+        def checksum(dtype):
+            return get_within([a.weights_checksum.remote(dtype) for a in self.actors], self._labels(),
+                              float(sync.timeout_s), "report its weights checksum")[0]
+
+        verified = verify(engines, version, checksum,
+                          lambda bad: self._stream([engines[i] for i in bad], version, sync), sync)
+        return {"sync/bytes": float(nbytes), "sync/density": 1.0, "sync/mode": 0.0, "sync/full": 1.0,
+                "sync/transport": 0.0, **verified, "time/sync_s": time.time() - t0}
+
+    def _labels(self) -> list[str]:
+        return [f"learner rank {r}" for r in range(self.world_size)]
+
+    def _stream(self, engines: list, version: int, sync) -> int:
+        timeout_s, nbytes = float(sync.timeout_s), 0
+        plan = get_within([self.actors[0].bucket_plan.remote(int(sync.bucket_mb * 2**20))], self._labels()[:1],
+                          timeout_s, "plan the buckets")[0]
+        engine_labels = [engine_label(i, e) for i, e in enumerate(engines)]
+        for k, names in enumerate(plan):
+            refs = [a.export_bucket.remote(names) for a in self.actors]
+            get_within(refs, self._labels(), timeout_s, f"gather bucket {k} of version {version}")
+            nbytes += sum(b.nbytes for b in ray.get(refs[0]))
+            get_within([e.update_weights.remote(refs[0], version, k == len(plan) - 1) for e in engines],
+                       engine_labels, timeout_s, f"take bucket {k} of version {version}")
+            del refs  # this bucket leaves the object store before the next is gathered
+        return nbytes
 
     def __enter__(self) -> "LearnerGroup":
         return self
@@ -154,7 +180,6 @@ class ActorLearner:
         return ray.get(self.actor.train_step.remote(batch, advantages))
 
     def sync(self, engines: list, version: int, sync) -> dict[str, float]:
-        from rl.workers.weight_sync import sync_weights
         return sync_weights(self.actor, engines, version, sync)
 
     def close(self) -> None:

@@ -17,8 +17,7 @@ from rollout.types import Completion, GenerationRequest
 RECOVERY_BUCKET_BYTES = 32 << 20
 
 
-@ray.remote(num_cpus=0.5, max_restarts=1, max_task_retries=1)
-class RolloutWorker:
+class EngineWorker:
     """One engine. `update_weights` takes full buckets (list[WeightBucket]) or a bf16 DeltaUpdate,
     which the worker's DeltaReceiver turns into verified dense bf16 buckets for the engine.
 
@@ -41,6 +40,7 @@ class RolloutWorker:
             self.engine = builder(model.to(actor_device()), tok, share_prefill=share_prefill,
                                   max_batch_samples=max_batch_samples)
         self.receiver = DeltaReceiver()
+        self._staged: list = []  # buckets of an unfinished streamed update (engines without partial_updates)
         self.recovered = bool(learner_name is not None and _reconstructed())
         if self.recovered:
             learner = ray.get_actor(learner_name)
@@ -57,12 +57,19 @@ class RolloutWorker:
     def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[Completion]:
         return self.engine.generate(requests, seed=seed)
 
-    def update_weights(self, update, version: int) -> int:
+    def update_weights(self, update, version: int, final: bool = True) -> int:
+        """final=False: more buckets of this version follow (a sharded learner streams them one at a
+        time); an engine that cannot take a subset (vllm reloads all at once) holds them until the last."""
         if isinstance(update, DeltaUpdate):
             buckets = self.receiver.apply(update)
         else:
             buckets = update
             self.receiver.reset()  # the engine now holds weights the receiver never saw
+        if not getattr(self.engine, "partial_updates", False):
+            self._staged.extend(buckets)
+            if not final:
+                return version
+            buckets, self._staged = self._staged, []
         self.engine.update_weights(buckets, version)
         return version
 
@@ -79,9 +86,15 @@ class RolloutWorker:
         skeleton, nbytes = skeleton_and_size
         return self.update_weights(rebuild_payload(skeleton, group.broadcast(None, nbytes)), version)
 
-    def weights_checksum(self) -> int:
-        from rollout.weight_sync import params_checksum
-        return params_checksum(self.engine.model.named_parameters())
+    def weights_state(self, dtype: str | None = None) -> dict:
+        """What this engine serves: {version, dtype, checksum} (`rollout.weight_sync.weights_checksum`
+        of its live weights cast to `dtype`, default the dtype it samples in)."""
+        torch_dtype = getattr(torch, dtype) if dtype else self.engine.serving_dtype()
+        return {"version": int(self.engine.weight_version), "dtype": str(torch_dtype).removeprefix("torch."),
+                "checksum": self.engine.weights_checksum(torch_dtype)}
+
+    def weights_checksum(self, dtype: str | None = None) -> int:
+        return self.weights_state(dtype)["checksum"]
 
     def weights_crc(self) -> dict[str, int]:
         """bf16 CRC32 per parameter name, read from the engine's live weights."""
@@ -97,6 +110,9 @@ class RolloutWorker:
 
     def wake(self) -> None:
         self.engine.wake()
+
+
+RolloutWorker = ray.remote(num_cpus=0.5, max_restarts=1, max_task_retries=1)(EngineWorker)
 
 
 def _reconstructed() -> bool:

@@ -10,7 +10,7 @@ from algorithms.registry import UnknownNameError
 from rl.workers.learner import Learner, LossSettings, completion_logprobs
 from rollout.hf_engine import HFEngine
 from rollout.types import GenerationRequest
-from rollout.weight_sync import apply_bucket, pack_buckets, params_checksum
+from rollout.weight_sync import apply_bucket, pack_buckets, weights_checksum
 
 
 def test_per_request_n_and_max_new_tokens(tiny):
@@ -101,7 +101,7 @@ def test_weight_buckets_roundtrip_bit_exact(tiny):
     params = dict(other.named_parameters())
     for b in buckets:
         apply_bucket(params, b, verify=True)
-    assert params_checksum(other.named_parameters()) == params_checksum(model.named_parameters())
+    assert weights_checksum(other.parameters()) == weights_checksum(model.parameters())
     bad = buckets[0]
     bad.flat = bad.flat.copy()
     bad.flat[0] += 1

@@ -27,6 +27,7 @@ def test_two_fsdp_learners_train_like_one(ray_local, tmp_path):
     train(cfg(tmp_path, "two", "resources.learner.num_actors=2"))
     one, two = (read_metrics(tmp_path / n / "metrics.jsonl") for n in ("one", "two"))
     assert [r["step"] for r in two] == [0, 1]
+    assert all(r["sync/verified"] == 1.0 and r["sync/resyncs"] == 0.0 for r in one + two)
     for a, b in zip(one, two):
         assert a["reward/mean"] == b["reward/mean"]  # the same samples: the weights synced after step 0 agree
         for k in ("loss", "grad_norm", "entropy", "clip_frac"):

@@ -88,6 +88,7 @@ def test_full_sync_after_training_matches_hf_and_learner(world):
     train_steps(world.learner, world.hf, world.tok, steps=2, seed=10)
     m = sync_weights(world.learner, [world.vllm, world.hf], 2, cfg("full"))
     assert m["sync/full"] == 1.0 and m["sync/mode"] == 0.0
+    assert m["sync/verified"] == 1.0 and m["sync/resyncs"] == 0.0  # the engine's own checksum (fused qkv) agrees
     want = ray.get(world.learner.weights_crc.remote())
     got = ray.get(world.vllm.weights_crc.remote())
     assert got == want and got != start  # the running engine holds the learner's new weights
@@ -101,6 +102,7 @@ def test_delta_sync_keeps_engine_bit_identical_and_matching_hf(world):
     train_steps(world.learner, world.hf, world.tok, steps=1, seed=20)
     m = sync_weights(world.learner, [world.vllm, world.hf], 4, cfg("delta"))
     assert m["sync/full"] == 0.0 and 0 < m["sync/density"] < 1
+    assert m["sync/verified"] == 1.0 and m["sync/resyncs"] == 0.0
     want = ray.get(world.learner.weights_crc.remote())
     assert ray.get(world.vllm.weights_crc.remote()) == want
     assert ray.get(world.hf.weights_crc.remote()) == want
