@@ -282,9 +282,18 @@ def preference_data(cfg: Config, tok):
 
 
 def dpo_learner_from(cfg: Config, pad_id: int, place: Placement):
+    """-> an ActorDPO (one DPO learner actor) or a DPOGroup of `resources.learner.num_actors` sharded ranks."""
     from rl.workers.dpo_learner import DPOLearnerActor
-    t, d = cfg.trainer, cfg.dpo
-    return DPOLearnerActor.options(**place.options("learner")).remote(
-        cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, beta=d.beta, microbatch_pairs=d.microbatch_pairs,
-        num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype)
+    from rl.workers.learner_group import ActorDPO, DPOGroup
+    t, d, n = cfg.trainer, cfg.dpo, cfg.resources.learner.num_actors
+    kwargs = dict(dtype=cfg.model.dtype, seed=cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
+                  max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, beta=d.beta,
+                  microbatch_pairs=d.microbatch_pairs, num_threads=local_threads(), pad_id=pad_id,
+                  master_dtype=cfg.model.master_dtype)
+    if n == 1:
+        return ActorDPO(DPOLearnerActor.options(**place.options("learner")).remote(cfg.model.name, **kwargs))
+    r = place.roles["learner"]
+    opts = [{k: v for k, v in place.options("learner", i).items() if k not in ("num_cpus", "num_gpus")}
+            for i in range(n)]
+    return DPOGroup(cfg.model.name, n, strategy=cfg.resources.learner.sharding, num_cpus=r.cpus, num_gpus=r.gpus,
+                    timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)

@@ -358,8 +358,8 @@ def check_dpo(d: DPOConfig) -> None:
 
 def _check_sharded(cfg: Config) -> None:
     n = cfg.resources.learner.num_actors
-    if cfg.algorithm.name not in ("grpo", "ppo", "coding_grpo"):
-        raise ConfigError(f"resources.learner.num_actors: {n} sharded learners run grpo, ppo and coding_grpo, "
+    if cfg.algorithm.name not in ("grpo", "ppo", "coding_grpo", "dpo"):
+        raise ConfigError(f"resources.learner.num_actors: {n} sharded learners run grpo, ppo, coding_grpo and dpo, "
                           f"not {cfg.algorithm.name!r} yet")
     if cfg.sync.mode != "full" or cfg.sync.transport != "object_store":
         raise ConfigError("resources.learner.num_actors > 1 syncs full weights over the object store: "

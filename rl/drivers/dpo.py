@@ -5,7 +5,8 @@
        learner.dpo_step(pairs)  (dpo_loss from algorithms/) -> log / checkpoint
     -> held-out pairs (reward accuracy, loss, margin) and greedy task accuracy before and after
 
-The learner is a Ray actor (rl/workers/dpo_learner.py); a rollout engine actor is started only for
+The learner is a Ray actor (rl/workers/dpo_learner.py), or `resources.learner.num_actors` sharded
+ranks (FSDP2 / DDP) used the same way; a rollout engine actor is started only for
 the greedy-accuracy evaluation (`eval.before_after` / `eval.every_steps`). The reference log-probs
 are kept in the checkpoint and never recomputed, so no second model is held in memory.
 
@@ -49,9 +50,9 @@ class Measure:
         self.evaluate = build.evaluator_from(cfg, self.engine, tok, build.task_from(cfg)) if self.engine else None
 
     def __call__(self, version: int, greedy: bool = True) -> dict[str, float]:
-        out = ray.get(self.learner.eval_pairs.remote(self.held, *self.ref_held)) if len(self.held) else {}
+        out = self.learner.eval_pairs(self.held, *self.ref_held) if len(self.held) else {}
         if greedy and self.evaluate is not None:
-            buckets = self.learner.export_weights.remote(int(self.bucket_mb * 2**20))
+            buckets = self.learner.export_weights(int(self.bucket_mb * 2**20))
             ray.get(self.engine.update_weights.remote(buckets, version))
             out.update(self.evaluate())
         return out
@@ -66,13 +67,13 @@ def train_dpo(cfg: Config, resume: bool = False, address: str | None = None, cal
               postfix={"loss": "loss", "acc": "reward_accuracy"})
     init_ray(address)
     place = run.own(build.placement_from(cfg, engines=1 if _wants_greedy_eval(cfg) else 0))
-    learner = build.dpo_learner_from(cfg, tok.pad_token_id, place)
-    if run.restore([learner]):
+    learner = run.own(build.dpo_learner_from(cfg, tok.pad_token_id, place))  # 1 actor or N sharded ranks
+    if run.restore(learner.actors):
         ref, ref_held = run.state["ref"], run.state["ref_held"]
     else:
         run.summary.update(info)
-        ref = ray.get(learner.reference_logps.remote(train))
-        ref_held = ray.get(learner.reference_logps.remote(held)) if len(held) else ([], [])
+        ref = learner.reference_logps(train)
+        ref_held = learner.reference_logps(held) if len(held) else ([], [])
     measure = Measure(cfg, tok, learner, held, ref_held, place)
     print(f"dpo: {info['pairs/train']} training pairs, {info['pairs/held_out']} held out, {steps} steps", flush=True)
     if not run.resumed and (cfg.eval.before_after or len(held)):
@@ -80,13 +81,13 @@ def train_dpo(cfg: Config, resume: bool = False, address: str | None = None, cal
     for step in run.steps():
         t0 = time.time()
         idx = step_pairs(len(train), d.pairs_per_step, cfg.run.seed, step)
-        metrics = ray.get(learner.dpo_step.remote(train.select(idx), [ref[0][i] for i in idx], [ref[1][i] for i in idx]))
+        metrics = learner.dpo_step(train.select(idx), [ref[0][i] for i in idx], [ref[1][i] for i in idx])
         metrics.update({"epoch": step // math.ceil(len(train) / d.pairs_per_step), "pairs": len(idx),
                         "time/step_s": time.time() - t0})
         if run.eval_due(step):
             metrics.update(measure(step + 1))
         run.log(step, metrics)
-        run.checkpoint(step, [learner], lambda: {"ref": ref, "ref_held": ref_held})
+        run.checkpoint(step, learner.actors, lambda: {"ref": ref, "ref_held": ref_held})
     if cfg.eval.before_after or len(held):
         run.report("after", measure(steps, greedy=cfg.eval.before_after))
     return run.finish(PLOT_KEYS)

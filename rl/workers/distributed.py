@@ -48,20 +48,24 @@ Part = tuple[RolloutBatch, torch.Tensor] | None  # one rank's groups of one mini
 
 
 def decoder_layers(model) -> list[torch.nn.Module]:
-    """The transformer blocks FSDP shards one by one (`model.model.layers` for Llama-like HF LMs)."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(model).__name__} has no model.layers: cannot shard it layer by layer")
-    return list(layers)
+    """The transformer blocks FSDP shards one by one: `model.model.layers` of HF causal LMs,
+    `model.backbone.layers` of a critic's value head."""
+    for owner in (getattr(model, "model", None), getattr(model, "backbone", None)):
+        layers = getattr(owner, "layers", None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return list(layers)
+    raise ValueError(f"{type(model).__name__} has no model.layers: cannot shard it layer by layer")
 
 
-class ShardedLearner(SyncingLearner):
-    """A `Learner` holding one rank's shard of the policy and of the AdamW state."""
+class ShardedModel:
+    """Mixin for a worker holding `self.model` and `self.device`: joins the default process group,
+    shards `self.model` (FSDP2 per decoder layer + root, or DDP) and rebuilds its optimizer over
+    the shards (`_make_optimizer() -> (optimizer, scheduler or None)`). The learner, the DPO learner
+    and the critic share it; their sharded updates use `_grad_sync`, `_max_over_ranks`, `_clip_and_step`."""
 
     rank, world_size, strategy = 0, 1, None
     _group_store = None
 
-    # -- the process group ----------------------------------------------------------------
     def open_group(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
         """Rank 0, before `setup_group`: own the rendezvous store on a free port. -> (host, port)."""
         self._group_store, host, port = SyncGroup.listen(world_size, timeout_s)
@@ -70,7 +74,7 @@ class ShardedLearner(SyncingLearner):
     def setup_group(self, host: str, port: int, rank: int, world_size: int, backend: str = "auto",
                     strategy: str = "fsdp", timeout_s: float = 300.0) -> int:
         """Join the DEFAULT process group (FSDP2 and DTensor use it; all ranks call this at once), wrap
-        the model and rebuild AdamW + its schedule over the wrapped (sharded) parameters."""
+        the model and rebuild the optimizer (+ schedule) over the wrapped (sharded) parameters."""
         from torch.distributed.device_mesh import init_device_mesh
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -109,12 +113,45 @@ class ShardedLearner(SyncingLearner):
             dist.barrier()
             dist.destroy_process_group()
 
+    def _module(self) -> torch.nn.Module:
+        """The model itself (DDP keeps it in .module; FSDP2 shards it in place)."""
+        return self.model.module if self.strategy == "ddp" else self.model
+
+    def _grad_sync(self, sync: bool):
+        """Reduce gradients over ranks only on the minibatch's last micro-batch."""
+        if self.strategy == "ddp":
+            return contextlib.nullcontext() if sync else self.model.no_sync()
+        self.model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+    def _max_over_ranks(self, n: int) -> int:
+        t = torch.tensor([n], dtype=torch.long, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def _clip_and_step(self, max_grad_norm: float) -> float:
+        """Clip by the GLOBAL gradient norm (over all shards), step; -> that norm."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        if isinstance(grad_norm, DTensor):
+            grad_norm = grad_norm.full_tensor()
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        return float(grad_norm)
+
+    def _sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """Key-wise sum of every rank's floats (one all_gather_object; a rank may lack a key)."""
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, values)
+        keys = sorted(set().union(*gathered))
+        return {k: sum(g.get(k, 0.0) for g in gathered) for k in keys}
+
+
+class ShardedLearner(ShardedModel, SyncingLearner):
+    """A `Learner` holding one rank's shard of the policy and of the AdamW state."""
+
     def minibatch_size(self) -> int:
         return self.minibatch_samples
-
-    def _module(self) -> torch.nn.Module:
-        """The causal LM itself (DDP keeps it in .module; FSDP2 shards it in place)."""
-        return self.model.module if self.strategy == "ddp" else self.model
 
     # -- the sharded update ---------------------------------------------------------------
     def train_shard(self, parts: list[Part], normalizers: list[tuple[float, float]]) -> dict[str, float]:
@@ -150,12 +187,7 @@ class ShardedLearner(SyncingLearner):
                 # FSDP2 / DDP average the ranks' gradients; the loss is already normalised by the
                 # minibatch's global counts, so the wanted gradient is their SUM: scale by world size.
                 (loss * self.world_size).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        if isinstance(grad_norm, DTensor):
-            grad_norm = grad_norm.full_tensor()  # the global norm over all shards
-        self.opt.step()
-        self.sched.step()
-        return acc, float(grad_norm)
+        return acc, self._clip_and_step(self.max_grad_norm)
 
     def _idle_loss(self) -> torch.Tensor:
         """A zero loss through the same forwards as a real micro-batch (1-token prompt, 1-token
@@ -166,18 +198,6 @@ class ShardedLearner(SyncingLearner):
                                        torch.zeros(1, dtype=torch.long, device=self.device),
                                        self.loss.temperature, self.pad_id)
         return logp.sum() * 0.0
-
-    def _grad_sync(self, sync: bool):
-        """Reduce gradients over ranks only on the minibatch's last micro-batch."""
-        if self.strategy == "ddp":
-            return contextlib.nullcontext() if sync else self.model.no_sync()
-        self.model.set_requires_gradient_sync(sync)
-        return contextlib.nullcontext()
-
-    def _max_over_ranks(self, n: int) -> int:
-        t = torch.tensor([n], dtype=torch.long, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
 
     def _combine_metrics(self, sums: list[dict], norms: list[float]) -> dict[str, float]:
         """Per optimizer step: the sum over ranks of each metric (global normalisers make these the

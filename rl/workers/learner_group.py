@@ -21,8 +21,10 @@ import ray
 import torch
 
 from algorithms.aggregation import loss_normalizers
+from rl.data.prefs import EncodedPairs
 from rl.types import RolloutBatch
 from rl.workers.distributed import Part, ShardedLearnerActor
+from rl.workers.dpo_learner import ShardedDPOLearnerActor, pair_metrics
 from rl.workers.weight_sync import engine_label, get_within, sync_weights, verify
 
 
@@ -79,6 +81,8 @@ class LearnerGroup:
     actor_options: one dict of Ray options per rank (e.g. a placement-group scheduling strategy).
     """
 
+    actor_class = ShardedLearnerActor
+
     def __init__(self, model_name: str, world_size: int, strategy: str = "fsdp", backend: str = "auto",
                  num_cpus: float = 0.5, num_gpus: float = 0.0, timeout_s: float = 300.0,
                  actor_options: list[dict] | None = None, **learner_kwargs):
@@ -86,13 +90,14 @@ class LearnerGroup:
         if len(options) != world_size:
             raise ValueError(f"actor_options has {len(options)} entries for {world_size} ranks")
         self.world_size, self.timeout_s = world_size, timeout_s
-        self.actors = [ShardedLearnerActor.options(num_cpus=num_cpus, num_gpus=num_gpus, **opts)
+        self.actors = [self.actor_class.options(num_cpus=num_cpus, num_gpus=num_gpus, **opts)
                        .remote(model_name, **learner_kwargs) for opts in options]
         try:
             host, port = ray.get(self.actors[0].open_group.remote(world_size, timeout_s))
             ray.get([a.setup_group.remote(host, port, r, world_size, backend, strategy, timeout_s)
                      for r, a in enumerate(self.actors)])
-            self.minibatch_samples = ray.get(self.actors[0].minibatch_size.remote())
+            self.minibatch_samples = ray.get(self.actors[0].minibatch_size.remote()) \
+                if self.actor_class is ShardedLearnerActor else None
         except BaseException:
             self.close()
             raise
@@ -181,6 +186,68 @@ class ActorLearner:
 
     def sync(self, engines: list, version: int, sync) -> dict[str, float]:
         return sync_weights(self.actor, engines, version, sync)
+
+    def close(self) -> None:
+        pass
+
+
+class DPOGroup(LearnerGroup):
+    """`world_size` ShardedDPOLearner ranks used like one DPO learner (the driver's blocking calls):
+    each call's pairs are spread over the ranks whole, balanced by tokens (`shard_minibatch`)."""
+
+    actor_class = ShardedDPOLearnerActor
+
+    def __init__(self, model_name: str, world_size: int, beta: float = 0.1, **kwargs):
+        super().__init__(model_name, world_size, beta=beta, **kwargs)
+        self.beta = beta
+
+    def _split(self, pairs: EncodedPairs) -> list[list[int]]:
+        tokens = [len(p) + len(c) + len(r) for p, c, r in zip(pairs.prompt_ids, pairs.chosen_ids, pairs.rejected_ids)]
+        return shard_minibatch(tokens, self.world_size)
+
+    def dpo_step(self, pairs: EncodedPairs, ref_chosen: list[float], ref_rejected: list[float]) -> dict:
+        shards = self._split(pairs)
+        return ray.get([a.dpo_shard.remote(pairs.select(ix), [ref_chosen[i] for i in ix],
+                                           [ref_rejected[i] for i in ix], len(pairs))
+                        for a, ix in zip(self.actors, shards)])[0]
+
+    def reference_logps(self, pairs: EncodedPairs) -> tuple[list[float], list[float]]:
+        """The current policy's summed log-probs of every pair, in pair order."""
+        shards = self._split(pairs)
+        chosen, rejected = [0.0] * len(pairs), [0.0] * len(pairs)
+        for ix, (c, r) in zip(shards, ray.get([a.sequence_logps_shard.remote(pairs.select(ix))
+                                               for a, ix in zip(self.actors, shards)])):
+            for i, ci, ri in zip(ix, c, r):
+                chosen[i], rejected[i] = ci, ri
+        return chosen, rejected
+
+    def eval_pairs(self, pairs: EncodedPairs, ref_chosen: list[float], ref_rejected: list[float]) -> dict:
+        if len(pairs) == 0:
+            return {}
+        c, r = self.reference_logps(pairs)
+        return pair_metrics(torch.tensor(c), torch.tensor(r), ref_chosen, ref_rejected, self.beta)
+
+    def export_weights(self, bucket_bytes: int) -> list:
+        return self.export_full(bucket_bytes)
+
+
+class ActorDPO:
+    """One DPO learner actor behind DPOGroup's blocking interface."""
+
+    def __init__(self, actor):
+        self.actor, self.actors = actor, [actor]
+
+    def dpo_step(self, pairs, ref_chosen, ref_rejected) -> dict:
+        return ray.get(self.actor.dpo_step.remote(pairs, ref_chosen, ref_rejected))
+
+    def reference_logps(self, pairs) -> tuple[list[float], list[float]]:
+        return ray.get(self.actor.reference_logps.remote(pairs))
+
+    def eval_pairs(self, pairs, ref_chosen, ref_rejected) -> dict:
+        return ray.get(self.actor.eval_pairs.remote(pairs, ref_chosen, ref_rejected))
+
+    def export_weights(self, bucket_bytes: int):
+        return self.actor.export_weights.remote(bucket_bytes)
 
     def close(self) -> None:
         pass

@@ -41,5 +41,6 @@ def test_two_fsdp_learners_train_like_one(ray_local, tmp_path):
 def test_sharded_learners_refuse_what_they_do_not_support():
     with pytest.raises(ConfigError, match="sync.mode: full"):
         load_config(ROOT / "recipes" / "tiny.yaml", ["resources.learner.num_actors=2", "sync.mode=delta"])
-    with pytest.raises(ConfigError, match="not 'dpo'"):
-        load_config(ROOT / "recipes" / "dpo_tiny.yaml", ["resources.learner.num_actors=2"])
+    with pytest.raises(ConfigError, match="set sync.mode: full"):
+        load_config(ROOT / "recipes" / "dpo_tiny.yaml", ["resources.learner.num_actors=2", "sync.mode=delta"])
+    assert load_config(ROOT / "recipes" / "dpo_tiny.yaml", ["resources.learner.num_actors=2"]).resources.learner.num_actors == 2
