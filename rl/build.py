@@ -170,7 +170,7 @@ def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> 
                             None, res.engine.custom)}
     if kind == "critic":  # colocated: one GPU shared (learner 0.5, critic and reference 0.25), the learner's CPUs
         cpus = lambda r: 0.0 if host else r.num_cpus  # noqa: E731
-        roles["critic"] = Role(1, cpus(res.critic), gpus(res.critic, 0.25 if host else 1.0), host, res.critic.custom)
+        roles["critic"] = Role(res.critic.num_actors, cpus(res.critic), gpus(res.critic, 0.25 if host else 1.0), host, res.critic.custom)
         if cfg.critic.kl_penalty_coef > 0:
             roles["reference"] = Role(1, cpus(res.reference), gpus(res.reference, 0.25 if host else 1.0), host,
                                       res.reference.custom)
@@ -220,13 +220,21 @@ def estimator_from(cfg: Config, kind: str, pad_id: int, place: Placement | None 
     """"group": a GRPO-family baseline by `algorithm.advantage`; "critic": LLM PPO's critic (+ reference)."""
     if kind == "group":
         return GroupEstimator(_lookup(ADVANTAGE_ESTIMATORS, "algorithm.advantage", cfg.algorithm.advantage))
-    c, t = cfg.critic, cfg.trainer
-    critic = CriticActor.options(**place.options("critic")).remote(
-        c.model or cfg.model.name, cfg.model.dtype, cfg.run.seed, lr=c.lr, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, value_clip=c.value_clip, value_loss_coef=c.value_loss_coef,
-        minibatch_samples=t.minibatch_samples, microbatch_samples=t.microbatch_samples,
-        updates_per_batch=cfg.algorithm.updates_per_batch, loss_aggregation=cfg.algorithm.loss_aggregation,
-        max_new_tokens=cfg.rollout.max_new_tokens, num_threads=local_threads(), pad_id=pad_id)
+    from rl.workers.learner_group import ActorCritic, CriticGroup
+    c, t, n = cfg.critic, cfg.trainer, cfg.resources.critic.num_actors
+    kwargs = dict(dtype=cfg.model.dtype, seed=cfg.run.seed, lr=c.lr, weight_decay=t.weight_decay,
+                  max_grad_norm=t.max_grad_norm, value_clip=c.value_clip, value_loss_coef=c.value_loss_coef,
+                  minibatch_samples=t.minibatch_samples, microbatch_samples=t.microbatch_samples,
+                  updates_per_batch=cfg.algorithm.updates_per_batch, loss_aggregation=cfg.algorithm.loss_aggregation,
+                  max_new_tokens=cfg.rollout.max_new_tokens, num_threads=local_threads(), pad_id=pad_id)
+    if n == 1:
+        critic = ActorCritic(CriticActor.options(**place.options("critic")).remote(c.model or cfg.model.name, **kwargs))
+    else:  # sharded like the policy, each rank in its own bundle
+        r = place.roles["critic"]
+        opts = [{k: v for k, v in place.options("critic", i).items() if k not in ("num_cpus", "num_gpus")}
+                for i in range(n)]
+        critic = CriticGroup(c.model or cfg.model.name, n, strategy=cfg.resources.critic.sharding, num_cpus=r.cpus,
+                             num_gpus=r.gpus, timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)
     reference = None
     if c.kl_penalty_coef > 0:
         reference = ReferenceActor.options(**place.options("reference")).remote(

@@ -115,8 +115,8 @@ class RoleResources:
     num_cpus: float = 0.5
     num_gpus: float | None = None  # None: 0 without GPUs; with GPUs 1 per learner, tensor_parallel_size per engine
     custom: dict[str, float] = field(default_factory=dict)  # e.g. {node_b: 0.1}: only nodes started with it
-    num_actors: int = 1  # learner only (engines: rollout.num_workers): > 1 = sharded learners in one group
-    sharding: Literal["fsdp", "ddp"] = "fsdp"  # learner only: FSDP2 shards params/grads/optimizer; ddp replicates
+    num_actors: int = 1  # learner and critic (engines: rollout.num_workers): > 1 = sharded ranks in one group
+    sharding: Literal["fsdp", "ddp"] = "fsdp"  # learner and critic: FSDP2 shards params/grads/optimizer; ddp replicates
 
 
 @dataclass
@@ -335,6 +335,7 @@ def validate(cfg: Config) -> None:
         check_dpo(cfg.dpo)
     if cfg.resources.learner.num_actors > 1:
         _check_sharded(cfg)
+    _check_actor_counts(cfg.resources, cfg)
     if cfg.allocation.v0_predictor is not None:
         if cfg.allocation.name != "knapsack":
             raise ConfigError("allocation.v0_predictor: only the knapsack allocator uses V0 predictions")
@@ -354,6 +355,23 @@ def check_dpo(d: DPOConfig) -> None:
         raise ConfigError(f"dpo.max_steps: must be > 0 or null, got {d.max_steps}")
     if not 0.0 <= d.eval_fraction < 1.0:
         raise ConfigError(f"dpo.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
+
+
+def _check_actor_counts(res: "ResourcesConfig", cfg: Config) -> None:
+    for role in ("learner", "critic"):
+        if getattr(res, role).num_actors < 1:
+            raise ConfigError(f"resources.{role}.num_actors: must be >= 1, got {getattr(res, role).num_actors}")
+    for role in ("engine", "reference"):
+        if getattr(res, role).num_actors != 1:
+            raise ConfigError(f"resources.{role}.num_actors: only learner and critic take it "
+                              f"(engines: rollout.num_workers); got {getattr(res, role).num_actors}")
+    if res.critic.num_actors > 1:
+        if cfg.algorithm.name != "ppo":
+            raise ConfigError(f"resources.critic.num_actors: {res.critic.num_actors} critic ranks need algorithm.name: "
+                              f"ppo (the only algorithm with a critic), got {cfg.algorithm.name!r}")
+        if cfg.critic.placement == "colocated":
+            raise ConfigError("resources.critic.num_actors > 1 needs critic.placement: own_actor "
+                              "(each critic rank gets a bundle of its own)")
 
 
 def _check_sharded(cfg: Config) -> None:

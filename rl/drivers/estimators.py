@@ -34,6 +34,9 @@ class GroupEstimator:
     def collect(self, pending: list) -> dict:
         return {}
 
+    def close(self) -> None:
+        pass
+
 
 def collect_refs(pending: list, prefix: str) -> dict:
     out = {}
@@ -43,18 +46,19 @@ def collect_refs(pending: list, prefix: str) -> dict:
 
 
 class CriticEstimator:
+    """critic: an ActorCritic or a CriticGroup of sharded ranks (rl/workers/learner_group.py)."""
+
     def __init__(self, critic, reference, gamma: float, lam: float, kl_coef: float, whiten: bool):
         self.critic, self.reference = critic, reference
         self.gamma, self.lam, self.kl_coef, self.whiten = gamma, lam, kl_coef, whiten
-        self.actors = [critic]
+        self.actors = list(critic.actors)
         self._targets = None
 
     def advantages(self, batch) -> tuple[torch.Tensor, dict]:
         mask = batch.completion_mask
-        refs = [self.critic.values.remote(batch)]
-        if self.reference is not None:
-            refs.append(self.reference.logprobs.remote(batch))
-        values, *ref_logp = ray.get(refs)
+        pending = self.critic.values_pending(batch)
+        ref_logp = [self.reference.logprobs.remote(batch)] if self.reference is not None else []
+        values, ref_logp = self.critic.values_collect(pending), ray.get(ref_logp)
         kl = (batch.logprobs - ref_logp[0]) * mask if ref_logp else None  # k1 on the sampled tokens
         rewards = token_rewards(batch.rewards, mask, kl, self.kl_coef)
         adv, returns = token_gae(rewards, values, mask, self.gamma, self.lam)
@@ -71,7 +75,10 @@ class CriticEstimator:
 
     def update(self, batch) -> list:
         values, returns = self._targets
-        return [self.critic.train_step.remote(batch, values, returns)]
+        return self.critic.train_pending(batch, values, returns)
 
     def collect(self, pending: list) -> dict:
         return collect_refs(pending, "critic/")
+
+    def close(self) -> None:
+        self.critic.close()

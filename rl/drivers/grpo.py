@@ -34,7 +34,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     place = run.own(build.placement_from(cfg, estimator))
     engines, learner = build.start_workers(cfg, tok.pad_token_id, place)  # 1 learner actor, or N sharded ranks
     run.own(learner)
-    estimator = build.estimator_from(cfg, estimator, tok.pad_token_id, place)
+    estimator = run.own(build.estimator_from(cfg, estimator, tok.pad_token_id, place))
     experience, collect = build.experience_from(cfg, engines, tok, task), build.collector_from(cfg)
     evaluate = build.evaluator_from(cfg, engines[0], tok, task)
     actors = [*learner.actors, *estimator.actors]

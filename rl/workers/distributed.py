@@ -146,6 +146,23 @@ class ShardedModel:
         keys = sorted(set().union(*gathered))
         return {k: sum(g.get(k, 0.0) for g in gathered) for k in keys}
 
+    def full_named_parameters(self):
+        """(name, full tensor) one parameter at a time, gathered from the shards (a collective: every
+        rank iterates it to the end, in the same order). Names as the unwrapped model's."""
+        for name, p in self._module().named_parameters():
+            t = p.detach()
+            yield name, (t.full_tensor() if isinstance(t, DTensor) else t)
+
+    def export_full(self, bucket_bytes: int) -> list | None:
+        """Rank 0: the full fp32 weights as WeightBuckets (`rollout.weight_sync.pack_buckets`); other
+        ranks take part in the gathers and return None. Beyond the shards, at most one bucket of
+        gathered tensors is held before it is packed (the packed buckets are the return value)."""
+        if self.rank == 0:
+            return pack_buckets(self.full_named_parameters(), bucket_bytes)
+        for _ in self.full_named_parameters():
+            pass
+        return None
+
 
 class ShardedLearner(ShardedModel, SyncingLearner):
     """A `Learner` holding one rank's shard of the policy and of the AdamW state."""
@@ -214,24 +231,6 @@ class ShardedLearner(ShardedModel, SyncingLearner):
         out["optimizer_steps"] = len(norms)
         out["lr"] = self.sched.get_last_lr()[0]
         return out
-
-    # -- full weights -----------------------------------------------------------------------
-    def full_named_parameters(self):
-        """(name, full tensor) one parameter at a time, gathered from the shards (a collective: every
-        rank iterates it to the end, in the same order). Names as the unwrapped model's."""
-        for name, p in self._module().named_parameters():
-            t = p.detach()
-            yield name, (t.full_tensor() if isinstance(t, DTensor) else t)
-
-    def export_full(self, bucket_bytes: int) -> list | None:
-        """Rank 0: the full fp32 weights as WeightBuckets (`rollout.weight_sync.pack_buckets`); other
-        ranks take part in the gathers and return None. Beyond the shards, at most one bucket of
-        gathered tensors is held before it is packed (the packed buckets are the return value)."""
-        if self.rank == 0:
-            return pack_buckets(self.full_named_parameters(), bucket_bytes)
-        for _ in self.full_named_parameters():
-            pass
-        return None
 
     def export_weights(self, bucket_bytes: int) -> list | None:
         return self.export_full(bucket_bytes)

@@ -23,7 +23,8 @@ import torch
 from algorithms.aggregation import loss_normalizers
 from rl.data.prefs import EncodedPairs
 from rl.types import RolloutBatch
-from rl.workers.distributed import Part, ShardedLearnerActor
+from rl.workers.critic import ShardedCriticActor
+from rl.workers.distributed import ShardedLearnerActor
 from rl.workers.dpo_learner import ShardedDPOLearnerActor, pair_metrics
 from rl.workers.weight_sync import engine_label, get_within, sync_weights, verify
 
@@ -56,22 +57,32 @@ def group_token_counts(mb: RolloutBatch) -> list[int]:
     return [len(p) + int(c) for p, c in zip(mb.prompt_ids, completion)]
 
 
-def plan_shards(batch: RolloutBatch, advantages: torch.Tensor, minibatch_samples: int, world_size: int
-                ) -> tuple[list[list[Part]], list[tuple[float, float]]]:
-    """-> (parts[rank][minibatch]: that rank's (groups, advantages) or None, normalizers[minibatch]:
-    (num_tokens, num_seqs) of the whole minibatch). Minibatches as `Learner.train_step` cuts them."""
-    parts: list[list[Part]] = [[] for _ in range(world_size)]
+def plan_shards(batch: RolloutBatch, per_sample: tuple[torch.Tensor, ...], minibatch_samples: int, world_size: int,
+                mask: str = "train_mask") -> tuple[list[list[tuple | None]], list[tuple[float, float]]]:
+    """-> (parts[rank][minibatch]: that rank's (groups, *per_sample tensors of their samples) or None,
+    normalizers[minibatch]: (num_tokens, num_seqs) of the whole minibatch's `mask`). Minibatches as
+    `Learner.train_step` cuts them. per_sample: e.g. (advantages,) [S] or (old_values, returns) [S, T]."""
+    parts: list[list[tuple | None]] = [[] for _ in range(world_size)]
     normalizers = []
     for mb, rows in batch.chunks(minibatch_samples):
-        adv = advantages[rows]
-        normalizers.append(loss_normalizers(mb.train_mask))
+        normalizers.append(loss_normalizers(getattr(mb, mask)))
         for r, groups in enumerate(shard_minibatch(group_token_counts(mb), world_size)):
             if not groups:
                 parts[r].append(None)
                 continue
             mine = torch.isin(mb.group_ids, torch.tensor(groups))  # select_groups keeps sample order
-            parts[r].append((mb.select_groups(groups), adv[mine]))
+            parts[r].append((mb.select_groups(groups), *[t[rows][mine] for t in per_sample]))
     return parts, normalizers
+
+
+def split_groups(batch: RolloutBatch, world_size: int) -> list[tuple[RolloutBatch | None, torch.Tensor]]:
+    """The whole batch's groups over the ranks (balanced by tokens): per rank (its sub-batch or None,
+    the boolean [S] mask of its samples in the batch)."""
+    out = []
+    for groups in shard_minibatch(group_token_counts(batch), world_size):
+        mine = torch.isin(batch.group_ids, torch.tensor(groups, dtype=torch.long))
+        out.append((batch.select_groups(groups) if groups else None, mine))
+    return out
 
 
 class LearnerGroup:
@@ -81,7 +92,7 @@ class LearnerGroup:
     actor_options: one dict of Ray options per rank (e.g. a placement-group scheduling strategy).
     """
 
-    actor_class = ShardedLearnerActor
+    actor_class, minibatches = ShardedLearnerActor, True
 
     def __init__(self, model_name: str, world_size: int, strategy: str = "fsdp", backend: str = "auto",
                  num_cpus: float = 0.5, num_gpus: float = 0.0, timeout_s: float = 300.0,
@@ -96,8 +107,7 @@ class LearnerGroup:
             host, port = ray.get(self.actors[0].open_group.remote(world_size, timeout_s))
             ray.get([a.setup_group.remote(host, port, r, world_size, backend, strategy, timeout_s)
                      for r, a in enumerate(self.actors)])
-            self.minibatch_samples = ray.get(self.actors[0].minibatch_size.remote()) \
-                if self.actor_class is ShardedLearnerActor else None
+            self.minibatch_samples = ray.get(self.actors[0].minibatch_size.remote()) if self.minibatches else None
         except BaseException:
             self.close()
             raise
@@ -106,7 +116,7 @@ class LearnerGroup:
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
     def train_step(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
-        parts, normalizers = plan_shards(batch, advantages, self.minibatch_samples, self.world_size)
+        parts, normalizers = plan_shards(batch, (advantages,), self.minibatch_samples, self.world_size)
         metrics = ray.get([a.train_shard.remote(p, normalizers) for a, p in zip(self.actors, parts)])
         return metrics[0]
 
@@ -195,7 +205,7 @@ class DPOGroup(LearnerGroup):
     """`world_size` ShardedDPOLearner ranks used like one DPO learner (the driver's blocking calls):
     each call's pairs are spread over the ranks whole, balanced by tokens (`shard_minibatch`)."""
 
-    actor_class = ShardedDPOLearnerActor
+    actor_class, minibatches = ShardedDPOLearnerActor, False
 
     def __init__(self, model_name: str, world_size: int, beta: float = 0.1, **kwargs):
         super().__init__(model_name, world_size, beta=beta, **kwargs)
@@ -248,6 +258,52 @@ class ActorDPO:
 
     def export_weights(self, bucket_bytes: int):
         return self.actor.export_weights.remote(bucket_bytes)
+
+    def close(self) -> None:
+        pass
+
+
+class CriticGroup(LearnerGroup):
+    """`world_size` ShardedCritic ranks used like one critic: `values_pending`/`values_collect` (the
+    driver overlaps them with the reference's log-probs) and `train_pending` (refs: the critic trains
+    while the policy does; every rank returns the same metrics)."""
+
+    actor_class = ShardedCriticActor
+
+    def values_pending(self, batch: RolloutBatch):
+        splits = split_groups(batch, self.world_size)
+        return batch.completion_mask.shape, splits, [a.values_shard.remote(sub) for a, (sub, _) in zip(self.actors, splits)]
+
+    @staticmethod
+    def values_collect(pending) -> torch.Tensor:
+        shape, splits, refs = pending
+        out = torch.zeros(shape, dtype=torch.float32)
+        for (_, mine), v in zip(splits, ray.get(refs)):
+            if v is not None:
+                out[mine] = v
+        return out
+
+    def train_pending(self, batch: RolloutBatch, old_values: torch.Tensor, returns: torch.Tensor) -> list:
+        parts, normalizers = plan_shards(batch, (old_values, returns), self.minibatch_samples, self.world_size,
+                                         mask="completion_mask")
+        return [a.train_shard.remote(p, normalizers) for a, p in zip(self.actors, parts)]
+
+
+class ActorCritic:
+    """One critic actor behind CriticGroup's interface."""
+
+    def __init__(self, actor):
+        self.actor, self.actors = actor, [actor]
+
+    def values_pending(self, batch: RolloutBatch):
+        return self.actor.values.remote(batch)
+
+    @staticmethod
+    def values_collect(pending) -> torch.Tensor:
+        return ray.get(pending)
+
+    def train_pending(self, batch: RolloutBatch, old_values: torch.Tensor, returns: torch.Tensor) -> list:
+        return [self.actor.train_step.remote(batch, old_values, returns)]
 
     def close(self) -> None:
         pass

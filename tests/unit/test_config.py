@@ -77,3 +77,14 @@ def test_cli_print_config(tmp_path):
 def test_cli_unknown_algorithm(tmp_path):
     r = run_cli("train", str(write(tmp_path, "algorithm: {name: grpoo}\n")))
     assert r.returncode == 2 and "algorithm.name" in r.stderr and "grpo" in r.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["resources.critic.num_actors=2"], "critic ranks need algorithm.name: ppo"),
+    (["algorithm.name=ppo", "resources.critic.num_actors=2", "critic.placement=colocated"], "critic.placement: own_actor"),
+    (["resources.engine.num_actors=2"], "engines: rollout.num_workers"),
+    (["resources.learner.num_actors=0"], "resources.learner.num_actors: must be >= 1"),
+])
+def test_actor_counts_are_checked(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, "{}"), overrides)
