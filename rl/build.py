@@ -193,7 +193,8 @@ def start_workers(cfg: Config, pad_id: int, place: Placement):
     kwargs = dict(dtype=cfg.model.dtype, seed=cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
                   max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, minibatch_samples=t.minibatch_samples,
                   microbatch_samples=t.microbatch_samples, updates_per_batch=cfg.algorithm.updates_per_batch,
-                  loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype)
+                  loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype,
+                  gradient_checkpointing=t.gradient_checkpointing)
     name = f"learner-{uuid.uuid4().hex[:12]}" if n == 1 else None
     if n == 1:
         learner = ActorLearner(LearnerActor.options(name=name, **place.options("learner")).remote(cfg.model.name, **kwargs))
@@ -297,7 +298,7 @@ def dpo_learner_from(cfg: Config, pad_id: int, place: Placement):
     kwargs = dict(dtype=cfg.model.dtype, seed=cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
                   max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, beta=d.beta,
                   microbatch_pairs=d.microbatch_pairs, num_threads=local_threads(), pad_id=pad_id,
-                  master_dtype=cfg.model.master_dtype)
+                  master_dtype=cfg.model.master_dtype, gradient_checkpointing=t.gradient_checkpointing)
     if n == 1:
         return ActorDPO(DPOLearnerActor.options(**place.options("learner")).remote(cfg.model.name, **kwargs))
     r = place.roles["learner"]

@@ -108,6 +108,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
+    gradient_checkpointing: bool = False  # learner: recompute layer activations in backward (less memory)
 
 
 @dataclass

@@ -29,9 +29,10 @@ class DPOLearner(Learner):
     def __init__(self, model_name: str, dtype: str = "float32", seed: int = 0, lr: float = 1e-6,
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
                  beta: float = 0.1, microbatch_pairs: int = 8, num_threads: int | None = None, pad_id: int = 2,
-                 master_dtype: str = "float32"):
+                 master_dtype: str = "float32", gradient_checkpointing: bool = False):
         super().__init__(model_name, dtype, seed, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                         warmup_steps=warmup_steps, num_threads=num_threads, pad_id=pad_id, master_dtype=master_dtype)
+                         warmup_steps=warmup_steps, num_threads=num_threads, pad_id=pad_id, master_dtype=master_dtype,
+                         gradient_checkpointing=gradient_checkpointing)
         self.beta, self.microbatch_pairs = beta, microbatch_pairs
 
     def sequence_logps(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,11 +51,18 @@ def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Te
     `model` is a causal LM (returns logits) or a bare decoder (returns last hidden states: a critic).
     prompt_ids: [num_groups][len]; completion_ids, completion_mask: [S, T]; group_ids: [S] in 0..G-1.
     Returns [S, T, vocab] logits or [S, T, hidden] states.
+
+    A model training with gradient checkpointing cannot keep a KV cache (the layers' recompute in
+    backward would write it twice), so it runs each sample's prompt + completion as one sequence
+    instead (`_unshared_outputs`): the same outputs, the prompt computed once per sample.
     """
     dev = completion_ids.device
     ids, attn = (t.to(dev) for t in left_pad(prompt_ids, pad_id))
+    inner = getattr(model, "module", model)  # a DDP wrapper holds the LM in .module
+    lm = hasattr(inner, "lm_head")
+    if getattr(inner, "is_gradient_checkpointing", False) and inner.training:
+        return _unshared_outputs(model, ids, attn, completion_ids, completion_mask, group_ids, lm)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    lm = hasattr(getattr(model, "module", model), "lm_head")  # a DDP wrapper holds the LM in .module
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                 **({"logits_to_keep": 1} if lm else {}))
     cache = out.past_key_values
@@ -68,6 +75,18 @@ def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Te
                  past_key_values=cache, use_cache=True)
     rest = out2.logits if lm else out2.last_hidden_state
     return torch.cat([first, rest[:, :-1, :]], dim=1)
+
+
+def _unshared_outputs(model, ids, attn, completion_ids, completion_mask, group_ids, lm: bool) -> torch.Tensor:
+    """shifted_outputs without a cache: [left-padded prompt | completion] per sample, one forward."""
+    full_ids = torch.cat([ids[group_ids], completion_ids], dim=1)
+    full_attn = torch.cat([attn[group_ids], completion_mask.to(attn.dtype)], dim=1)
+    pos = (full_attn.cumsum(-1) - 1).clamp(min=0)  # completion padding sits after every real token
+    T = completion_ids.shape[1]
+    out = model(input_ids=full_ids, attention_mask=full_attn, position_ids=pos, use_cache=False,
+                **({"logits_to_keep": T + 1} if lm else {}))
+    states = out.logits if lm else out.last_hidden_state[:, -(T + 1):]
+    return states[:, :-1, :]  # the outputs at prompt end .. second-to-last token predict the T tokens
 
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: torch.Tensor,
@@ -92,16 +111,19 @@ class Learner:
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0, warmup_steps: int = 0,
                  minibatch_samples: int = 64, microbatch_samples: int = 16, updates_per_batch: int = 1,
                  loss: LossSettings = LossSettings(), num_threads: int | None = None, pad_id: int = 2,
-                 master_dtype: str = "float32"):
+                 master_dtype: str = "float32", gradient_checkpointing: bool = False):
         """`dtype` is the compute dtype of the forward; weights and AdamW state live in `master_dtype`
         (fp32 masters with bf16 compute: small updates are not rounded away). The model goes to the
-        device Ray assigned this actor (rl/workers/devices.py), CPU when it has none."""
+        device Ray assigned this actor (rl/workers/devices.py), CPU when it has none. gradient_checkpointing:
+        each decoder layer's activations are recomputed in backward (less memory, one more forward)."""
         self.policy_loss = POLICY_LOSSES.get(loss.policy_loss)  # a typo fails before any loading
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
         self.device, self.dtype, self.master_dtype, self.model_name = actor_device(), dtype, master_dtype, model_name
         self.model = load_model(model_name, master_dtype, seed=seed).to(self.device).train()
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ref = load_model(model_name, dtype, seed=seed).to(self.device) if loss.kl_coef > 0 else None
         self._optimizer_settings = (lr, weight_decay, warmup_steps)
         self.opt, self.sched = self._make_optimizer()
