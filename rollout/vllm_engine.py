@@ -29,7 +29,7 @@ import zlib
 import torch
 
 from rollout.types import Completion, GenerationRequest
-from rollout.weight_sync import WeightBucket, bucket_tensors, weights_checksum
+from rollout.weight_sync import WeightBucket, bucket_tensors, verify_bucket, weights_checksum
 
 
 class VLLMEngine:
@@ -89,8 +89,7 @@ class VLLMEngine:
         """Loads every tensor of the buckets into the running engine (checksums verified first)."""
         named = []
         for b in buckets:
-            if zlib.crc32(b.flat.tobytes()) != b.checksum:
-                raise RuntimeError(f"weight bucket starting at {b.names[0]!r} failed its checksum")
+            verify_bucket(b)
             named.extend(bucket_tensors(b))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": named,
                                                           "is_checkpoint_format": True})

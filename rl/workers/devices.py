@@ -43,3 +43,21 @@ def placement_info() -> dict:
     import ray
     return {"gpu_ids": [str(g) for g in assigned_gpu_ids()], "device": str(actor_device()),
             "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def peak_memory_mb(device: torch.device, reset: bool = False) -> float:
+    """The peak memory this process has used on `device` since the last reset, in MiB: CUDA's
+    max_memory_allocated, or on CPU the resident set's high-water mark (VmHWM; Linux resets it through
+    /proc/self/clear_refs). reset=True: start a new measurement (returns the value before it)."""
+    if device.type == "cuda":
+        out = torch.cuda.max_memory_allocated(device) / 2**20
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+        return out
+    import re
+    with open("/proc/self/status") as f:
+        out = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    return out

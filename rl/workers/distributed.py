@@ -38,7 +38,8 @@ from torch.distributed.tensor import DTensor
 
 from rl.types import RolloutBatch
 from rl.workers.devices import compute_autocast
-from rl.workers.learner import SyncingLearner, _rng_state, _set_rng_state, completion_logprobs, save_hf_folder
+from rl.workers.learner import (SyncingLearner, _rng_state, _set_rng_state, completion_logprobs, load_sharded_state,
+                                save_hf_folder, sharded_extras)
 from rollout.transport import SyncGroup
 from rollout.weight_sync import CHECKSUM_MOD, pack_buckets, weights_checksum
 
@@ -289,16 +290,9 @@ class ShardedLearner(ShardedModel, SyncingLearner):
         self.save_hf(str(Path(path) / "hf"), self.model_name)
 
     def load(self, path: str) -> None:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-        extra_path = Path(path) / f"rank{self.rank}.pt"
-        if not extra_path.exists():
-            raise FileNotFoundError(f"{extra_path} is missing: was {path} saved by {self.world_size} ranks?")
-        model_sd, optim_sd = get_state_dict(self.model, self.opt)  # templates: where the shards go
-        state = {"model": model_sd, "optimizer": optim_sd}
-        dcp.load(state, checkpoint_id=str(Path(path) / "dcp"))
-        set_state_dict(self.model, self.opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        extra = torch.load(extra_path, weights_only=False)
+        """A checkpoint of any number of ranks (DCP reshards the model and AdamW state to this layout)."""
+        load_sharded_state(self.model, self.opt, Path(path) / "dcp")
+        extra = sharded_extras(Path(path), self.rank, self.world_size)
         self.sched.load_state_dict(extra["scheduler"])
         _set_rng_state(extra["rng"])
 

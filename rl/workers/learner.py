@@ -22,7 +22,7 @@ from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import approx_kl, kl_penalty
 from algorithms.losses import POLICY_LOSSES
 from rl.types import RolloutBatch
-from rl.workers.devices import actor_device, compute_autocast, placement_info
+from rl.workers.devices import actor_device, compute_autocast, peak_memory_mb, placement_info
 from rl.workers.models import load_model, load_tokenizer
 from rollout.delta_sync import DeltaSender, bf16_crcs
 from rollout.hf_engine import left_pad
@@ -206,6 +206,10 @@ class Learner:
     def export_weights(self, bucket_bytes: int) -> list:
         return pack_buckets(self.model.named_parameters(), bucket_bytes)
 
+    def peak_memory_mb(self, reset: bool = False) -> float:
+        """This learner process's peak memory on its device since the last reset (rl/workers/devices.py)."""
+        return peak_memory_mb(self.device, reset)
+
     def weights_checksum(self, dtype: str | None = None) -> int:
         """`rollout.weight_sync.weights_checksum` of the policy cast to `dtype` (what an engine serving
         in that dtype must report after a sync)."""
@@ -223,6 +227,13 @@ class Learner:
         return save_hf_folder(self.model, tokenizer_name, path)
 
     def load(self, path: str) -> None:
+        """learner.pt, or a sharded learners' checkpoint (dcp/: resharded into this one process)."""
+        if not (Path(path) / "learner.pt").exists() and (Path(path) / "dcp").is_dir():
+            load_sharded_state(self.model, self.opt, Path(path) / "dcp")
+            extra = sharded_extras(Path(path), 0, 1)
+            self.sched.load_state_dict(extra["scheduler"])
+            _set_rng_state(extra["rng"])
+            return
         state = torch.load(Path(path) / "learner.pt", weights_only=False, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
@@ -260,6 +271,30 @@ def save_hf_folder(model, tokenizer_name: str, path: str) -> str:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return str(target)
+
+
+def load_sharded_state(model, opt, dcp_dir: Path) -> None:
+    """Model + optimizer state from a torch.distributed.checkpoint folder, resharded to however `model`
+    is laid out now: any number of FSDP2 / DDP ranks, or one plain process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    model_sd, optim_sd = get_state_dict(model, opt)  # templates: where the pieces go (optimizer state initialised)
+    state = {"model": model_sd, "optimizer": optim_sd}
+    dcp.load(state, checkpoint_id=str(dcp_dir))
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def sharded_extras(path: Path, rank: int, world_size: int) -> dict:
+    """The scheduler + RNG state of `rank` from a sharded checkpoint (rank{r}.pt). Saved by another
+    number of ranks: rank 0's schedule (the same on every rank), and a warning that the per-rank RNG
+    streams cannot carry over, so the resumed run is exact in weights and optimizer, not in sampling."""
+    import warnings
+    mine = path / f"rank{rank}.pt"
+    extra = torch.load(mine if mine.exists() else path / "rank0.pt", weights_only=False)
+    if extra["world_size"] != world_size:
+        warnings.warn(f"{path} was saved by {extra['world_size']} learner ranks and is loaded by {world_size}: "
+                      "weights and optimizer state reshard exactly; RNG streams restart from rank 0's", stacklevel=2)
+    return extra
 
 
 def _rng_state() -> dict:

@@ -116,6 +116,11 @@ def test_checkpoint_round_trip_and_hf_folder(ray_local, batch_adv, reference, tm
     for name in uninterrupted:  # same shards, same collectives, same restored state: bit for bit
         assert torch.equal(resumed[name], uninterrupted[name]), name
     worst = assert_same_weights(resumed, weights[3], weights[0])
+    single = Learner("tiny-llama", **{**SETTINGS, "minibatch_samples": 64})  # 2 ranks -> 1 process: DCP reshards
+    with pytest.warns(UserWarning, match="saved by 2 learner ranks and is loaded by 1"):
+        single.load(ckpt)
+    assert_same_metrics(single.train_step(batch, adv), metrics[2])
+    assert_same_weights(params(single), weights[3], weights[0])
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ckpt" / "hf"), dtype=torch.float32)
     hf_params = {n: p.detach() for n, p in hf.named_parameters()}
     assert hf_params.keys() == after_two.keys()

@@ -5,7 +5,7 @@ import torch
 
 from rollout.delta_sync import (BITMASK, DENSE, GAPS, INDICES, DeltaBucket, DeltaReceiver, DeltaSender,
                                 DeltaSyncError, bf16_crcs, decode_bucket, decode_gaps, encode_bucket,
-                                encode_gaps)
+                                encode_gaps, pack_bits, unpack_bits)
 from rollout.weight_sync import apply_bucket
 
 
@@ -64,7 +64,7 @@ def test_gap_codes_hand_computed_and_round_trip():
     rng = np.random.default_rng(0)
     pos = np.unique(rng.integers(0, 10**6, size=3000))
     assert np.array_equal(decode_gaps(encode_gaps(np.diff(pos, prepend=-1))), pos)
-    assert decode_gaps(encode_gaps(np.array([], dtype=np.int64))).size == 0
+    assert decode_gaps(encode_gaps(np.array([], dtype=np.int64))).numel() == 0
 
 
 @pytest.mark.parametrize("frac", [0.0, 0.003, 0.05, 0.3])
@@ -137,7 +137,7 @@ def test_checksum_mismatch_raises_and_keeps_state():
     p = random_params()
     sender, receiver = DeltaSender(0.4, 0), DeltaReceiver()
     receiver.apply(sender.encode(named(p), 2048, 0))
-    before = [f.copy() for f in receiver.flats]
+    before = [f.clone() for f in receiver.flats]
     upd = sender.encode(named(bump(p, 0.02, 1)), 2048, 1)
     upd.buckets[-1].values = upd.buckets[-1].values.copy()
     upd.buckets[-1].values[0] ^= 1  # one flipped bit in flight
@@ -152,6 +152,15 @@ def test_wrong_base_version_raises():
     sender.encode(named(p), 2048, 0)  # the receiver missed this one
     with pytest.raises(DeltaSyncError, match="full sync is needed"):
         receiver.apply(sender.encode(named(bump(p, 0.01, 1)), 2048, 1))
+
+
+def test_bit_packing_matches_numpy():
+    rng = np.random.default_rng(3)
+    for n in (1, 8, 13, 1000):
+        mask = rng.random(n) < 0.3
+        packed = pack_bits(torch.from_numpy(mask))
+        assert np.array_equal(packed.numpy(), np.packbits(mask))
+        assert np.array_equal(unpack_bits(packed, n).numpy(), mask)
 
 
 def test_bad_arguments():
