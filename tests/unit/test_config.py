@@ -84,6 +84,8 @@ def test_cli_unknown_algorithm(tmp_path):
     (["algorithm.name=ppo", "resources.critic.num_actors=2", "critic.placement=colocated"], "critic.placement: own_actor"),
     (["resources.engine.num_actors=2"], "engines: rollout.num_workers"),
     (["resources.learner.num_actors=0"], "resources.learner.num_actors: must be >= 1"),
+    (["sync.verify_every_steps=0"], "sync.verify_every_steps: must be >= 1"),
+    (["sync.timeout_s=0"], "sync.timeout_s: must be > 0"),
 ])
 def test_actor_counts_are_checked(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
