@@ -200,12 +200,16 @@ def start_workers(cfg: Config, pad_id: int, place: Placement):
         learner = ActorLearner(LearnerActor.options(name=name, **place.options("learner")).remote(cfg.model.name, **kwargs))
     else:
         r = place.roles["learner"]
-        opts = [{k: v for k, v in place.options("learner", i).items() if k not in ("num_cpus", "num_gpus")}
-                for i in range(n)]
+        opts = rank_options(place, "learner", n)
         learner = LearnerGroup(cfg.model.name, n, strategy=cfg.resources.learner.sharding, num_cpus=r.cpus,
                                num_gpus=r.gpus, timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)
     engines = [engine_from(cfg, learner_name=name, **place.options("engine", i)) for i in range(place.roles["engine"].count)]
     return engines, learner
+
+
+def rank_options(place: Placement, role: str, n: int) -> list[dict]:
+    """Each sharded rank's Ray options (its bundle) without the resources the group passes itself."""
+    return [{k: v for k, v in place.options(role, i).items() if k not in ("num_cpus", "num_gpus")} for i in range(n)]
 
 
 def engine_from(cfg: Config, learner_name: str | None = None, **options):
@@ -232,8 +236,7 @@ def estimator_from(cfg: Config, kind: str, pad_id: int, place: Placement | None 
         critic = ActorCritic(CriticActor.options(**place.options("critic")).remote(c.model or cfg.model.name, **kwargs))
     else:  # sharded like the policy, each rank in its own bundle
         r = place.roles["critic"]
-        opts = [{k: v for k, v in place.options("critic", i).items() if k not in ("num_cpus", "num_gpus")}
-                for i in range(n)]
+        opts = rank_options(place, "critic", n)
         critic = CriticGroup(c.model or cfg.model.name, n, strategy=cfg.resources.critic.sharding, num_cpus=r.cpus,
                              num_gpus=r.gpus, timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)
     reference = None
@@ -302,7 +305,6 @@ def dpo_learner_from(cfg: Config, pad_id: int, place: Placement):
     if n == 1:
         return ActorDPO(DPOLearnerActor.options(**place.options("learner")).remote(cfg.model.name, **kwargs))
     r = place.roles["learner"]
-    opts = [{k: v for k, v in place.options("learner", i).items() if k not in ("num_cpus", "num_gpus")}
-            for i in range(n)]
+    opts = rank_options(place, "learner", n)
     return DPOGroup(cfg.model.name, n, strategy=cfg.resources.learner.sharding, num_cpus=r.cpus, num_gpus=r.gpus,
                     timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)
