@@ -30,6 +30,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from rollout import delta_kernels
 from rollout.weight_sync import CHECKSUM_MOD, WeightBucket, weights_checksum
 
 DENSE, INDICES, BITMASK, GAPS = "dense", "indices", "bitmask", "gaps"
@@ -117,13 +118,22 @@ def encode_bucket(new, old, dense_threshold: float) -> tuple[str, dict]:
     k = int(idx.numel())
     if k > dense_threshold * new.numel():
         return DENSE, {"values": new.clone().numpy()}
+    return sparse_encoding(idx, new[idx], new.numel())
+
+
+def sparse_encoding(idx: torch.Tensor, values: torch.Tensor, numel: int) -> tuple[str, dict]:
+    """The smallest of indices / bitmask / gaps for the changed positions idx (int64, ascending) and
+    their new bits, as numpy arrays."""
+    k = int(idx.numel())
     gaps = torch.diff(idx, prepend=torch.tensor([-1]))
-    sizes = {INDICES: 4 * k, BITMASK: (new.numel() + 7) // 8, GAPS: int((gaps // _ESC).sum()) + k}
+    sizes = {INDICES: 4 * k, BITMASK: (numel + 7) // 8, GAPS: int((gaps // _ESC).sum()) + k}
     best = min(sizes, key=sizes.get)
-    values = new[idx].numpy()
+    values = values.numpy()
     if best == INDICES:
         return INDICES, {"indices": idx.to(torch.int32).numpy(), "values": values}
     if best == BITMASK:
+        changed = torch.zeros(numel, dtype=torch.bool)
+        changed[idx] = True
         return BITMASK, {"mask": pack_bits(changed).numpy(), "values": values}
     return GAPS, {"indices": encode_gaps(gaps).numpy(), "values": values}
 
@@ -207,6 +217,28 @@ def bf16_layout(named_params: Iterable[tuple[str, torch.Tensor]], bucket_bytes: 
     return groups if groups[-1] else []
 
 
+def _kernel_ready(p: torch.Tensor) -> bool:
+    return p.device.type == "cpu" and p.dtype in (torch.float32, torch.bfloat16) and p.is_contiguous()
+
+
+def _encode_in_place(group: list, held: torch.Tensor, dense_threshold: float) -> tuple[str, dict]:
+    """The numba path: one pass per parameter writes the changed positions and bits and updates
+    `held` (the bucket's last-shipped bits) in place."""
+    n = held.numel()
+    positions, values = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int16)  # touched only as filled
+    held_np, count, offset = held.numpy(), 0, 0
+    for _, p in group:
+        src = p.detach().reshape(-1)
+        if src.dtype == torch.float32:
+            count = delta_kernels.encode_f32(src.numpy().view(np.uint32), held_np, offset, positions, values, count)
+        else:
+            count = delta_kernels.encode_bits(src.view(torch.int16).numpy(), held_np, offset, positions, values, count)
+        offset += src.numel()
+    if count > dense_threshold * n:
+        return DENSE, {"values": held_np.copy()}
+    return sparse_encoding(torch.from_numpy(positions[:count]), torch.from_numpy(values[:count]), n)
+
+
 class DeltaSender:
     """Lives with the learner's weights; remembers the bf16 bits it last shipped (torch int16 per bucket).
 
@@ -232,8 +264,12 @@ class DeltaSender:
                 or (self.full_every_steps > 0 and self.deltas_since_full + 1 >= self.full_every_steps))
         buckets, bits = [], []
         for i, (group, (names, shapes)) in enumerate(zip(groups, layout)):
-            new = _bf16_bits(group)
-            encoding, arrays = encode_bucket(new, None if full else self.last[i], 1.0 if full else self.dense_threshold)
+            if not full and delta_kernels.AVAILABLE and all(_kernel_ready(p) for _, p in group):
+                new = self.last[i]  # updated in place by the kernel: it becomes this version's bits
+                encoding, arrays = _encode_in_place(group, new, self.dense_threshold)
+            else:
+                new = _bf16_bits(group)
+                encoding, arrays = encode_bucket(new, None if full else self.last[i], 1.0 if full else self.dense_threshold)
             offsets = torch.cumsum(torch.tensor([0] + [p.numel() for _, p in group[:-1]]), 0).tolist()
             buckets.append(DeltaBucket(names=names, shapes=shapes, offsets=offsets, numel=new.numel(),
                                        encoding=encoding, checksum=weights_checksum([new]), **arrays))

@@ -6,6 +6,7 @@ import torch
 from rollout.delta_sync import (BITMASK, DENSE, GAPS, INDICES, DeltaBucket, DeltaReceiver, DeltaSender,
                                 DeltaSyncError, bf16_crcs, decode_bucket, decode_gaps, encode_bucket,
                                 encode_gaps, pack_bits, unpack_bits)
+from rollout import delta_kernels
 from rollout.weight_sync import apply_bucket
 
 
@@ -168,3 +169,30 @@ def test_bad_arguments():
         DeltaSender(dense_threshold=1.5)
     with pytest.raises(ValueError, match="full_every_steps"):
         DeltaSender(full_every_steps=-1)
+
+
+@pytest.mark.skipif(not delta_kernels.AVAILABLE, reason="numba not installed")
+def test_numba_kernel_rounds_like_torch_and_matches_the_torch_path():
+    special = torch.tensor([0.0, -0.0, 1.0, 1.00390625, 1.01171875, 3.0e38, -3.4e38, float("inf"), float("-inf"),
+                            float("nan"), 1e-40, -1e-45, 65504.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8])  # ties go to even
+    held = np.zeros(special.numel(), dtype=np.int16)
+    pos, val = np.empty(special.numel(), np.int64), np.empty(special.numel(), np.int16)
+    delta_kernels.encode_f32(special.numpy().view(np.uint32), held, 0, pos, val, 0)
+    assert np.array_equal(held, special.to(torch.bfloat16).view(torch.int16).numpy())
+    p = random_params()
+    fast, slow = DeltaSender(0.4, 0), DeltaSender(0.4, 0)
+    for step in range(4):
+        a, b = fast.encode(named(p), 2048, step), slow.encode(named(p), 2048, step)
+        if step == 0:  # from here on `slow` takes the torch path
+            slow.encode = lambda params, nbytes, version, _s=slow: _torch_only(_s, params, nbytes, version)
+        assert [(x.encoding, x.checksum, x.values.tolist()) for x in a.buckets] == \
+               [(y.encoding, y.checksum, y.values.tolist()) for y in b.buckets]
+        p = bump(p, [0.001, 0.05, 0.6][step % 3], step)
+
+
+def _torch_only(sender, params, nbytes, version):
+    saved, delta_kernels.AVAILABLE = delta_kernels.AVAILABLE, False
+    try:
+        return DeltaSender.encode(sender, params, nbytes, version)
+    finally:
+        delta_kernels.AVAILABLE = saved
