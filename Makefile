@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/rl bench curriculum
 	$(BIN)/rl bench sync
 	$(BIN)/rl bench scale
+	$(BIN)/rl bench memory
 
 clean:
 	rm -rf $(VENV) runs
