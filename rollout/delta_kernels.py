@@ -6,16 +6,13 @@ differ record the position and the new bits and update the held bits in place. T
 of the weights and of the held bits instead of torch's separate convert, compare, nonzero and gather
 passes (each a full sweep of the bucket).
 
-Example: k = encode_f32(weights.view(np.uint32), held_bits, 0, positions, values, 0)
+Example: k = encode_f32(weights.view(np.uint32), held_bits, 0, positions, values, 0)  # numba compiled on first call
 """
 from __future__ import annotations
 
-import numpy as np
+import importlib.util
 
-try:
-    from numba import njit
-except ImportError:  # the torch path in delta_sync.py does the same work
-    njit = None
+import numpy as np
 
 
 def _encode_f32(src_u32, held_i16, offset, positions, values, count):
@@ -49,9 +46,23 @@ def _encode_bits(src_i16, held_i16, offset, positions, values, count):
     return count
 
 
-AVAILABLE = njit is not None
-if AVAILABLE:
-    encode_f32 = njit(cache=True, nogil=True)(_encode_f32)
-    encode_bits = njit(cache=True, nogil=True)(_encode_bits)
-else:
-    encode_f32, encode_bits = _encode_f32, _encode_bits
+# numba is imported (and the kernels compiled) on first use only, in the learner: imported at module
+# load it would also land in engine workers, where it breaks vLLM's start-up (llvmlite's
+# "_lib_fn_wrapper object has no attribute 'get'" in EngineWorker.__init__).
+AVAILABLE = importlib.util.find_spec("numba") is not None
+_compiled: dict = {}
+
+
+def _kernel(fn):
+    if fn.__name__ not in _compiled:
+        from numba import njit
+        _compiled[fn.__name__] = njit(cache=True, nogil=True)(fn)
+    return _compiled[fn.__name__]
+
+
+def encode_f32(*args):
+    return _kernel(_encode_f32)(*args)
+
+
+def encode_bits(*args):
+    return _kernel(_encode_bits)(*args)
