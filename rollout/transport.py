@@ -135,6 +135,13 @@ class SyncGroup:
         self.pg.broadcast([t], opts).wait()
         return t.cpu().numpy() if self.rank else flat
 
+    def isend(self, tensor: torch.Tensor, peer: int, tag: int):
+        """Point to point (rollout.realloc.reshard.exchange_pieces): -> a work to wait on."""
+        return self.pg.send([tensor], peer, tag)
+
+    def irecv(self, tensor: torch.Tensor, peer: int, tag: int):
+        return self.pg.recv([tensor], peer, tag)
+
     def close(self) -> None:
         self.pg = None
         self.store = None

@@ -18,7 +18,7 @@ from rl.config import Config
 from rl.run.run import Run
 from rl.workers.models import load_tokenizer
 from rl.workers.ray_setup import init_ray
-from rl.workers.weight_sync import after_train, before_train
+from rl.workers.weight_sync import after_train, before_generate, before_train
 
 PLOT_KEYS = ["reward/mean", "accuracy", "loss", "entropy", "approx_kl", "clip_frac", "grad_norm",
              "response_length/mean", "tokens_per_s", "time/step_s", "effective_gradient_ratio", "eval/greedy_accuracy"]
@@ -42,7 +42,9 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
                           **{f"engine{i}": e for i, e in enumerate(engines)}})
     if run.restore(actors):
         experience.load_state_dict(run.state)
+    phases = build.phases_from(cfg)  # colocated: engines sleep while learners train, learners offload meanwhile
     learner.sync(engines, run.start, cfg.sync)
+    before_generate(learner, phases)
     if cfg.eval.before_after and not run.resumed:
         run.report("before", evaluate())
     for step in run.steps():
@@ -50,12 +52,13 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
         data = collect(experience, step)
         t1 = time.time()
         advantages, adv_metrics = estimator.advantages(data.batch)
-        before_train(engines, cfg.rollout.sleep_between_phases)
+        before_train(engines, learner, phases)
         pending = estimator.update(data.batch)  # e.g. the critic trains while the policy does
         metrics = {**data.metrics, **learner.train_step(data.batch, advantages), **adv_metrics,
                    **estimator.collect(pending), "time/train_s": time.time() - t1}
-        after_train(engines, cfg.rollout.sleep_between_phases)
+        after_train(engines, phases)
         metrics.update(learner.sync(engines, step + 1, cfg.sync))
+        metrics["offload/mb"] = before_generate(learner, phases)
         metrics.update({"time/step_s": time.time() - t0, "epoch": experience.sampler.epoch})
         if run.eval_due(step):
             metrics.update(evaluate())

@@ -40,6 +40,7 @@ from rl.types import RolloutBatch
 from rl.workers.devices import compute_autocast
 from rl.workers.learner import (SyncingLearner, _rng_state, _set_rng_state, completion_logprobs, load_sharded_state,
                                 save_hf_folder, sharded_extras)
+from rl.workers.realloc import held_boxes
 from rollout.transport import SyncGroup
 from rollout.weight_sync import CHECKSUM_MOD, pack_buckets, weights_checksum
 
@@ -260,6 +261,10 @@ class ShardedLearner(ShardedModel, SyncingLearner):
         for _ in tensors:
             pass
         return None
+
+    def _realloc_held(self) -> dict:
+        """This rank's FSDP2 rows of every parameter (DDP: the whole replica), for the in-loop reshard."""
+        return held_boxes(self._module().named_parameters(), self.world_size, self.rank)
 
     def weights_checksum(self, dtype: str | None = None) -> int:
         """The checksum of the full policy from the shards: each rank sums its local pieces, the

@@ -24,6 +24,7 @@ from algorithms.losses import POLICY_LOSSES
 from rl.types import RolloutBatch
 from rl.workers.devices import actor_device, compute_autocast, peak_memory_mb, placement_info
 from rl.workers.models import load_model, load_tokenizer
+from rl.workers.realloc import ReallocPeer, held_boxes
 from rollout.delta_sync import DeltaSender, bf16_crcs
 from rollout.hf_engine import left_pad
 from rollout.transport import SyncGroup, default_backend, flatten_payload
@@ -210,6 +211,37 @@ class Learner:
         """This learner process's peak memory on its device since the last reset (rl/workers/devices.py)."""
         return peak_memory_mb(self.device, reset)
 
+    def offload(self, optimizer: bool = True, params: bool = False) -> float:
+        """Colocated mode, while the engines generate: AdamW state (and, optionally, the parameters) to host
+        memory; `onload` brings them back before the next update. -> MiB moved. On a CPU device host memory
+        IS the device, so nothing moves (0). FSDP2-sharded tensors (DTensors) stay where they are: a rank holds
+        1/N of them; FSDP2's own CPUOffloadPolicy is the static alternative."""
+        self._offloaded = (optimizer, params)
+        return self._move(torch.device("cpu"), optimizer, params)
+
+    def onload(self) -> float:
+        optimizer, params = getattr(self, "_offloaded", (False, False))
+        self._offloaded = (False, False)
+        return self._move(self.device, optimizer, params)
+
+    def _move(self, device: torch.device, optimizer: bool, params: bool) -> float:
+        from torch.distributed.tensor import DTensor
+        if self.device.type == "cpu" or not (optimizer or params):
+            return 0.0
+        moved = 0
+        tensors = [p for p in self.model.parameters() if not isinstance(p, DTensor)] if params else []
+        for t in tensors:
+            moved += t.numel() * t.element_size()
+            t.data = t.data.to(device, non_blocking=True)
+        for state in self.opt.state.values() if optimizer else ():
+            for k, v in state.items():
+                if torch.is_tensor(v) and not isinstance(v, DTensor) and v.device != device:
+                    moved += v.numel() * v.element_size()
+                    state[k] = v.to(device, non_blocking=True)
+        if device.type == "cpu":
+            torch.cuda.empty_cache()
+        return moved / 2**20
+
     def weights_checksum(self, dtype: str | None = None) -> int:
         """`rollout.weight_sync.weights_checksum` of the policy cast to `dtype` (what an engine serving
         in that dtype must report after a sync)."""
@@ -307,8 +339,11 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-class SyncingLearner(Learner):
+class SyncingLearner(ReallocPeer, Learner):
     """The learner plus the sender side of weight sync, kept where the weights live."""
+
+    def _realloc_held(self) -> dict:
+        return held_boxes(self.model.named_parameters())
 
     _sender: DeltaSender | None = None
 

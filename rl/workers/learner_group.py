@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 
@@ -26,6 +27,7 @@ from rl.types import RolloutBatch
 from rl.workers.critic import ShardedCriticActor
 from rl.workers.distributed import ShardedLearnerActor
 from rl.workers.dpo_learner import ShardedDPOLearnerActor, pair_metrics
+from rl.workers.realloc import Reallocation, reshard_sync
 from rl.workers.weight_sync import engine_label, get_within, sync_weights, verify
 
 
@@ -127,6 +129,12 @@ class LearnerGroup:
     def save(self, path: str) -> None:
         self._all("save", path)
 
+    def offload(self, optimizer: bool = True, params: bool = False) -> float:
+        return sum(self._all("offload", optimizer, params))
+
+    def onload(self) -> float:
+        return sum(self._all("onload"))
+
     def load(self, path: str) -> None:
         self._all("load", path)
 
@@ -148,13 +156,16 @@ class LearnerGroup:
         bucket, rank 0 ships it, the engines apply it, then the next: neither a rank nor the object
         store ever holds the whole model), then verified (rl/workers/weight_sync.py). The sharded
         path runs `sync.mode: full` over the object store."""
-        t0 = time.time()
-        nbytes = self._stream(engines, version, sync)
-
         def checksum(dtype):
             return get_within([a.weights_checksum.remote(dtype) for a in self.actors], self._labels(),
                               float(sync.timeout_s), "report its weights checksum")[0]
 
+        if sync.transport == "reshard":  # every engine takes its pieces from the ranks holding them
+            self._realloc = getattr(self, "_realloc", None) or Reallocation(sync.backend)
+            return reshard_sync(self._realloc, self.actors, engines, version, sync,
+                                lambda bad: self._stream([engines[i] for i in bad], version, sync), checksum)
+        t0 = time.time()
+        nbytes = self._stream(engines, version, sync)
         verified = verify(engines, version, checksum,
                           lambda bad: self._stream([engines[i] for i in bad], version, sync), sync)
         return {"sync/bytes": float(nbytes), "sync/density": 1.0, "sync/mode": 0.0, "sync/full": 1.0,
@@ -195,7 +206,22 @@ class ActorLearner:
         return ray.get(self.actor.train_step.remote(batch, advantages))
 
     def sync(self, engines: list, version: int, sync) -> dict[str, float]:
-        return sync_weights(self.actor, engines, version, sync)
+        if sync.transport != "reshard":
+            return sync_weights(self.actor, engines, version, sync)
+        self._realloc = getattr(self, "_realloc", None) or Reallocation(sync.backend)
+        plain = dataclasses.replace(sync, transport="object_store", verify=False)
+
+        def checksum(dtype):
+            return get_within([self.actor.weights_checksum.remote(dtype)], ["the learner"], float(sync.timeout_s),
+                              "report its weights checksum")[0]
+        return reshard_sync(self._realloc, [self.actor], engines, version, sync,
+                            lambda bad: sync_weights(self.actor, [engines[i] for i in bad], version, plain), checksum)
+
+    def offload(self, optimizer: bool = True, params: bool = False) -> float:
+        return ray.get(self.actor.offload.remote(optimizer, params))
+
+    def onload(self) -> float:
+        return ray.get(self.actor.onload.remote())
 
     def close(self) -> None:
         pass

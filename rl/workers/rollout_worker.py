@@ -11,13 +11,14 @@ from rl.workers.models import load_policy, load_tokenizer, policy_folder
 from rl.workers.ray_setup import local_threads
 from rollout.delta_sync import DeltaReceiver, DeltaUpdate, bf16_crcs
 from rollout.engines import ENGINES
-from rollout.transport import SyncGroup, rebuild_payload
+from rl.workers.realloc import ReallocPeer
+from rollout.transport import SyncGroup, default_backend, rebuild_payload
 from rollout.types import Completion, GenerationRequest
 
 RECOVERY_BUCKET_BYTES = 32 << 20
 
 
-class EngineWorker:
+class EngineWorker(ReallocPeer):
     """One engine. `update_weights` takes full buckets (list[WeightBucket]) or a bf16 DeltaUpdate,
     which the worker's DeltaReceiver turns into verified dense bf16 buckets for the engine.
 
@@ -101,6 +102,21 @@ class EngineWorker:
         if hasattr(self.engine, "weights_crc"):
             return self.engine.weights_crc()
         return bf16_crcs(self.engine.model.named_parameters())
+
+    def default_sync_backend(self) -> str:
+        return default_backend()
+
+    def _realloc_into(self) -> dict:
+        """The reshard writes straight into the live weights (hf engines; vllm keeps its own layout)."""
+        model = getattr(self.engine, "model", None)
+        if not getattr(self.engine, "partial_updates", False) or model is None:
+            raise RuntimeError(f"sync.transport: reshard needs an engine whose weights it can write in place (hf); "
+                               f"{type(self.engine).__name__} takes object_store or broadcast")
+        return {n: (tuple(p.shape), tuple((0, k) for k in p.shape), p.data) for n, p in model.named_parameters()}
+
+    def _realloc_received(self, version: int) -> None:
+        self.receiver.reset()  # the engine now holds weights the delta receiver never saw
+        self.engine.weight_version = version
 
     def is_sleeping(self) -> bool:
         return bool(getattr(self.engine, "is_sleeping", lambda: False)())

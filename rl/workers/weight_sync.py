@@ -29,6 +29,7 @@ Example: metrics = sync_weights(learner, engines, step + 1, cfg.sync)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import ray
 
@@ -64,13 +65,17 @@ def check_dtype(sync) -> str | None:
     return "bfloat16" if sync.mode == "delta" else None
 
 
-def mismatched(engines: list, version: int, learner_checksum, sync) -> list[int]:
+def mismatched(engines: list, version: int, learner_checksum, sync, seen: dict | None = None) -> list[int]:
     """Indices of the engines whose served version or weights checksum differ from the learner's.
-    learner_checksum(dtype) -> int (a sharded learner's is a collective)."""
+    learner_checksum(dtype) -> int (a sharded learner's is a collective). seen: gets the learner's
+    checksum (`sync/checksum`) and each engine's (`sync/checksum_engine{i}`), exact ints."""
     labels = [engine_label(i, e) for i, e in enumerate(engines)]
     states = get_within([e.weights_state.remote(check_dtype(sync)) for e in engines], labels,
                         float(sync.timeout_s), "report its weights")
     want = {d: learner_checksum(d) for d in sorted({s["dtype"] for s in states})}
+    if seen is not None:
+        seen.update({"sync/checksum": want[states[0]["dtype"]],
+                     **{f"sync/checksum_engine{i}": s["checksum"] for i, s in enumerate(states)}})
     return [i for i, s in enumerate(states) if s["version"] != version or s["checksum"] != want[s["dtype"]]]
 
 
@@ -80,7 +85,8 @@ def verify(engines: list, version: int, learner_checksum, resync, sync) -> dict[
     t0 = time.time()
     if not sync.verify or version % max(1, sync.verify_every_steps):
         return {"sync/verified": 0.0, "sync/resyncs": 0.0}
-    bad = mismatched(engines, version, learner_checksum, sync)
+    seen: dict = {}
+    bad = mismatched(engines, version, learner_checksum, sync, seen)
     if bad:
         resync(bad)
         still = [bad[i] for i in mismatched([engines[j] for j in bad], version, learner_checksum, sync)]
@@ -88,7 +94,8 @@ def verify(engines: list, version: int, learner_checksum, resync, sync) -> dict[
             raise WeightSyncError(
                 f"weight sync v{version}: {', '.join(engine_label(i, engines[i]) for i in still)} still "
                 f"serve other weights than the learner's after a full re-sync (version or checksum differ)")
-    return {"sync/verified": 1.0, "sync/resyncs": float(len(bad)), "time/sync_verify_s": time.time() - t0}
+    return {"sync/verified": 1.0, "sync/resyncs": float(len(bad)), "sync/version": version, **seen,
+            "time/sync_verify_s": time.time() - t0}
 
 
 def sync_weights(learner, engines, version: int, sync, force_full: bool = False) -> dict[str, float]:
@@ -169,12 +176,32 @@ def _ensure_group(learner, engines, sync) -> None:
     _GROUPS[key] = backend
 
 
-def before_train(engines, sleep_between_phases: bool) -> None:
-    """Colocated mode: engines free what they can (KV cache, weights) while the learner trains."""
-    if sleep_between_phases:
+@dataclass(frozen=True)
+class Phases:
+    """What changes hands between the generation and the training phase (colocated mode frees the
+    devices for the other phase): engines sleep while the learners train; the learners offload AdamW
+    state (and, optionally, parameters) to host memory while the engines generate."""
+    engine_sleep: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+
+def before_train(engines, learner, phases: Phases) -> None:
+    """Engines free what they can (KV cache, weights); the learners take their state back."""
+    if phases.engine_sleep:
         ray.get([e.sleep.remote() for e in engines])
+    if phases.offload_optimizer or phases.offload_params:
+        learner.onload()
 
 
-def after_train(engines, sleep_between_phases: bool) -> None:
-    if sleep_between_phases:
+def after_train(engines, phases: Phases) -> None:
+    """Engines wake (before the weights arrive: a sleeping vLLM engine cannot take them)."""
+    if phases.engine_sleep:
         ray.get([e.wake.remote() for e in engines])
+
+
+def before_generate(learner, phases: Phases) -> float:
+    """After the sync: the learners move their optimizer state (params) to host memory. -> MiB moved."""
+    if phases.offload_optimizer or phases.offload_params:
+        return learner.offload(phases.offload_optimizer, phases.offload_params)
+    return 0.0

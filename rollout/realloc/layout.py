@@ -132,6 +132,16 @@ def param_box(name: str, shape: tuple[int, ...], spec: ModelSpec, layout: Layout
     return box
 
 
+def fsdp_box(shape: tuple[int, ...], world_size: int, rank: int) -> Box | None:
+    """The box FSDP2's Shard(0) gives `rank` (torch.chunk on dim 0: ceil(d0 / world_size) rows per rank,
+    the last ranks may hold fewer or none), or None: fsdp_box((10, 4), 4, 3) -> ((9, 10), (0, 4))."""
+    rows = -(-shape[0] // world_size)
+    lo, hi = min(rank * rows, shape[0]), min((rank + 1) * rows, shape[0])
+    if lo == hi:
+        return None
+    return ((lo, hi),) + tuple((0, n) for n in shape[1:])
+
+
 def box_numel(box: Box) -> int:
     n = 1
     for lo, hi in box:

@@ -4,8 +4,12 @@
 each piece: the destination box is cut by the distinct source boxes; a piece the destination
 already holds is copied locally, otherwise exactly ONE holder sends it — the holder with the fewest
 bytes assigned so far (ties: lowest rank), so replicas share the load.
+`plan_pieces` is the same decision for any boxes (e.g. the FSDP2 shards a learner rank really
+holds -> the full tensors each hf engine replica serves).
 `execute_reshard` runs a plan on one rank: all pieces for one peer travel as one flat buffer
 (isend/irecv, gloo on CPU or NCCL on GPU), the old layout's shards are dropped by the caller.
+`exchange_pieces` runs one in place, a message per piece, from and into the live tensors (the
+training loop's reallocation: no flat buffers, nothing gathered).
 
 Example: plan = plan_reshard(shapes, spec, Layout(dp=2, zero=True), Layout(tp=2), world_size=2)
 """
@@ -44,17 +48,28 @@ def layout_boxes(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, layout: La
 
 def plan_reshard(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, src: Layout, dst: Layout,
                  world_size: int, bytes_per_elem: int = 4) -> list[Piece]:
-    """Pieces that turn the `src` layout into the `dst` layout; deterministic.
-
-    Each needed box is tiled exactly by the pieces assigned to it (checked: a layout whose
-    boxes do not cover the full parameter raises ValueError).
-    """
+    """Pieces that turn the `src` layout into the `dst` layout over `world_size` ranks; deterministic."""
     if max(src.world_size, dst.world_size) > world_size:
         raise ValueError(f"layouts {src} / {dst} need more than {world_size} ranks")
+    return plan_pieces(shapes, [layout_boxes(shapes, spec, src, r) for r in range(world_size)],
+                       [layout_boxes(shapes, spec, dst, r) for r in range(world_size)], bytes_per_elem,
+                       what=f"source layout {src}")
+
+
+def plan_pieces(shapes: dict[str, tuple[int, ...]], src_all: list[dict[str, Box]], dst_all: list[dict[str, Box]],
+                bytes_per_elem: int = 4, what: str = "the source ranks") -> list[Piece]:
+    """Pieces that give every rank r the boxes dst_all[r] from the ranks holding src_all[...]
+    (rank r of the plan is index r of both lists; pad with {} for ranks that hold or need nothing).
+
+    Each needed box is tiled exactly by its pieces (a source that does not cover it raises
+    ValueError); a piece the rank already holds is a local copy, otherwise exactly one holder sends
+    it: the one with the fewest bytes assigned so far (ties: lowest rank), so replicas share the load.
+    """
+    world_size = max(len(src_all), len(dst_all))
+    src_all = list(src_all) + [{}] * (world_size - len(src_all))
+    dst_all = list(dst_all) + [{}] * (world_size - len(dst_all))
     sent_bytes = [0] * world_size
     pieces: list[Piece] = []
-    src_all = [layout_boxes(shapes, spec, src, r) for r in range(world_size)]
-    dst_all = [layout_boxes(shapes, spec, dst, r) for r in range(world_size)]
     for name in shapes:
         holders: dict[Box, list[int]] = defaultdict(list)
         for r in range(world_size):
@@ -78,8 +93,7 @@ def plan_reshard(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, src: Layou
                     sent_bytes[sender] += numel * bytes_per_elem
                 pieces.append(Piece(name, part, sender, r))
             if covered != box_numel(need):
-                raise ValueError(f"{name}: source layout {src} covers {covered} of "
-                                 f"{box_numel(need)} elements rank {r} needs")
+                raise ValueError(f"{name}: {what} covers {covered} of {box_numel(need)} elements rank {r} needs")
     return pieces
 
 
@@ -152,3 +166,41 @@ def shard_state_dict(state: dict[str, torch.Tensor], spec: ModelSpec, layout: La
     shapes = {n: tuple(t.shape) for n, t in state.items()}
     return {name: (box, state[name][to_slices(box)].clone())
             for name, box in layout_boxes(shapes, spec, layout, rank).items()}
+
+
+def exchange_pieces(pieces: list[tuple[int, Piece]], rank: int, held: dict[str, tuple[Box, torch.Tensor]],
+                    into: dict[str, tuple[Box, torch.Tensor]], comm) -> dict:
+    """Run this rank's part of a plan in place, one message per piece (tag = the piece's index in the
+    plan, so both ends agree without ordering): send the view of `held[name]` a piece covers, receive
+    straight into the view of `into[name]` (a contiguous view of the same dtype, which is what FSDP2
+    row shards and full tensors give; otherwise through a temporary). No flat buffers: a rank never
+    holds more than its own tensors plus one temporary piece. comm: isend/irecv(tensor, peer, tag) -> work.
+    -> stats: bytes_sent, bytes_received, messages, seconds.
+    """
+    start, works, copies, sent, received = time.perf_counter(), [], [], 0, 0
+    for tag, p in pieces:
+        if p.src == rank and p.dst == rank:
+            (sbox, sten), (dbox, dten) = held[p.name], into[p.name]
+            dten[to_slices(p.box, dbox)].copy_(sten[to_slices(p.box, sbox)])
+        elif p.src == rank:
+            sbox, sten = held[p.name]
+            view = sten[to_slices(p.box, sbox)]
+            view = view if view.is_contiguous() else view.contiguous()
+            works.append(comm.isend(view, p.dst, tag))
+            sent += view.numel() * view.element_size()
+        elif p.dst == rank:
+            dbox, dten = into[p.name]
+            view = dten[to_slices(p.box, dbox)]
+            if view.is_contiguous():
+                works.append(comm.irecv(view, p.src, tag))
+            else:
+                tmp = torch.empty(view.shape, dtype=view.dtype, device=view.device)
+                works.append(comm.irecv(tmp, p.src, tag))
+                copies.append((view, tmp))
+            received += view.numel() * view.element_size()
+    for w in works:
+        w.wait()
+    for view, tmp in copies:
+        view.copy_(tmp)
+    return {"bytes_sent": sent, "bytes_received": received, "messages": len(works),
+            "seconds": time.perf_counter() - start}
