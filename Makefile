@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/rl bench sync
 	$(BIN)/rl bench scale
 	$(BIN)/rl bench memory
+	$(BIN)/rl bench realloc
 
 clean:
 	rm -rf $(VENV) runs

@@ -48,7 +48,9 @@ def placement_info() -> dict:
 def peak_memory_mb(device: torch.device, reset: bool = False) -> float:
     """The peak memory this process has used on `device` since the last reset, in MiB: CUDA's
     max_memory_allocated, or on CPU the resident set's high-water mark (VmHWM; Linux resets it through
-    /proc/self/clear_refs). reset=True: start a new measurement (returns the value before it)."""
+    /proc/self/clear_refs). reset=True: start a new measurement (returns the value before it); on CPU it
+    first hands the heap's free pages back to the OS (glibc malloc_trim), else memory freed earlier (e.g.
+    the model's load-time copies) stays resident and hides new allocations from the high-water mark."""
     if device.type == "cuda":
         out = torch.cuda.max_memory_allocated(device) / 2**20
         if reset:
@@ -58,6 +60,15 @@ def peak_memory_mb(device: torch.device, reset: bool = False) -> float:
     with open("/proc/self/status") as f:
         out = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
     if reset:
+        _trim_heap()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     return out
+
+
+def _trim_heap() -> None:
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the mark may then include freed memory
+        pass

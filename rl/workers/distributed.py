@@ -266,6 +266,15 @@ class ShardedLearner(ShardedModel, SyncingLearner):
         """This rank's FSDP2 rows of every parameter (DDP: the whole replica), for the in-loop reshard."""
         return held_boxes(self._module().named_parameters(), self.world_size, self.rank)
 
+    def _realloc_gathered(self) -> dict:
+        """Every full tensor, gathered (a collective); rank 0 keeps them all, the others nothing."""
+        out = {}
+        for name, p in self._module().named_parameters():
+            full = p.detach().full_tensor() if isinstance(p, DTensor) else p.detach()
+            if self.rank == 0:
+                out[name] = (tuple(full.shape), tuple((0, k) for k in full.shape), full)
+        return out
+
     def weights_checksum(self, dtype: str | None = None) -> int:
         """The checksum of the full policy from the shards: each rank sums its local pieces, the
         partials add up (mod 2**64) over ranks (DDP replicas: rank 0's alone). A collective."""

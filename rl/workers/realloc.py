@@ -27,7 +27,7 @@ import ray
 import torch
 
 from rollout.realloc.layout import Layout, ModelSpec, fsdp_box
-from rollout.realloc.reshard import (exchange_pieces, execute_reshard, layout_boxes, plan_pieces, plan_reshard,
+from rollout.realloc.reshard import (Piece, exchange_pieces, execute_reshard, layout_boxes, plan_pieces, plan_reshard,
                                      shard_state_dict)
 from rl.workers.weight_sync import engine_label, get_within, verify
 from rollout.transport import SyncGroup
@@ -158,15 +158,17 @@ class ReallocPeer:
         return ({n: (s, b) for n, (s, b, _) in held.items()}, {n: (s, b) for n, (s, b, _) in into.items()},
                 dtypes.pop() if len(dtypes) == 1 else "")
 
-    def realloc_exchange(self, pieces: list, version: int | None = None) -> dict:
-        """Run this rank's pieces of the plan (all ranks at once). -> stats incl. this rank's peak memory."""
+    def realloc_exchange(self, pieces: list, version: int | None = None, gather: bool = False) -> dict:
+        """Run this rank's pieces of the plan (all ranks at once). -> stats incl. this rank's peak memory
+        (before_mb: resident at the start; peak_mb: the high-water mark during the exchange). gather: the
+        learner ranks first gather every full tensor on rank 0 (the anchor of `rl bench realloc`)."""
         from rl.workers.devices import actor_device, peak_memory_mb
         if self._realloc_group is None:
             raise RuntimeError("this actor is in no reallocation group (restarted?); the driver rebuilds it")
         device = getattr(self, "device", None) or actor_device()
         peak_memory_mb(device, reset=True)
         before = peak_memory_mb(device)  # right after a reset: what is resident now
-        held = {n: (b, t) for n, (_, b, t) in self._realloc_held().items()}
+        held = {n: (b, t) for n, (_, b, t) in (self._realloc_gathered() if gather else self._realloc_held()).items()}
         into = {n: (b, t) for n, (_, b, t) in self._realloc_into().items()}
         with torch.no_grad():
             stats = exchange_pieces(pieces, self._realloc_group.rank, held, into, self._realloc_group)
@@ -179,6 +181,9 @@ class ReallocPeer:
 
     def _realloc_into(self) -> dict:
         return {}
+
+    def _realloc_gathered(self) -> dict:
+        return self._realloc_held()
 
     def _realloc_received(self, version: int) -> None:
         pass
@@ -193,27 +198,41 @@ class Reallocation:
         self.backend, self.token, self.parts = backend, None, []
 
     def run(self, learners: list, engines: list, version: int, timeout_s: float) -> dict[str, float]:
+        t0, n = time.time(), len(learners)
+        stats = self.exchange(learners, engines, version, timeout_s)
+        received = [s["bytes_received"] for s in stats[n:]]
+        return {"realloc/bytes": float(sum(received)),
+                **{f"realloc/bytes_engine{j}": float(b) for j, b in enumerate(received)},
+                "realloc/bytes_sent_max": float(max(s["bytes_sent"] for s in stats[:n])),
+                "realloc/messages": float(sum(s["messages"] for s in stats[n:])), "realloc/s": time.time() - t0,
+                "realloc/peak_mb_max": float(max(s["peak_mb"] for s in stats))}
+
+    def exchange(self, learners: list, engines: list, version: int, timeout_s: float,
+                 gather_first: bool = False) -> list[dict]:
+        """One reallocation; -> every rank's stats (learners first). gather_first: the anchor of `rl bench
+        realloc` instead of the plan: the learner ranks gather every full tensor on rank 0, which sends
+        each to every engine."""
+        actors = [*learners, *engines]
         labels = [f"learner rank {r}" for r in range(len(learners))] + \
             [engine_label(i, e) for i, e in enumerate(engines)]
-        actors = [*learners, *engines]
         token = "-".join(a._actor_id.hex()[:8] for a in actors)
         if self.token != token or get_within([a.realloc_token.remote() for a in actors], labels, timeout_s,
                                              "report its reallocation group") != [token] * len(actors):
             self._setup(actors, labels, token, timeout_s)
-        t0 = time.time()
-        n = len(learners)
-        refs = [a.realloc_exchange.remote(self.parts[r], version if r >= n else None) for r, a in enumerate(actors)]
+        n, parts = len(learners), self.gather_parts(len(learners), len(engines)) if gather_first else self.parts
+        refs = [a.realloc_exchange.remote(parts[r], version if r >= n else None, gather_first and r < n)
+                for r, a in enumerate(actors)]
         try:
-            stats = get_within(refs, labels, timeout_s, f"finish the reallocation of version {version}")
+            return get_within(refs, labels, timeout_s, f"finish the reallocation of version {version}")
         except BaseException:
             self.token = None  # rebuilt next time
             raise
-        received = [s["bytes_received"] for s in stats[n:]]
-        return {"realloc/bytes": float(sum(received)), **{f"realloc/bytes_engine{j}": float(b) for j, b in
-                                                          enumerate(received)},
-                "realloc/bytes_sent_max": float(max(s["bytes_sent"] for s in stats[:n])),
-                "realloc/messages": float(sum(s["messages"] for s in stats[n:])), "realloc/s": time.time() - t0,
-                "realloc/peak_mb_max": float(max(s["peak_mb"] for s in stats))}
+
+    def gather_parts(self, n_learners: int, n_engines: int) -> list[list]:
+        """Gather-on-rank-0-then-send: every full tensor from learner rank 0 to every engine."""
+        pieces = [Piece(name, tuple((0, k) for k in shape), 0, n_learners + j)
+                  for name, shape in self.shapes.items() for j in range(n_engines)]
+        return [[(i, p) for i, p in enumerate(pieces) if r in (p.src, p.dst)] for r in range(n_learners + n_engines)]
 
     def _setup(self, actors: list, labels: list[str], token: str, timeout_s: float) -> None:
         self.token = None
@@ -235,7 +254,7 @@ class Reallocation:
                              [{n: b for n, (_, b) in need.items()} for _, need, _ in boxes], item,
                              what="the learner ranks")
         self.parts = [[(i, p) for i, p in enumerate(pieces) if r in (p.src, p.dst)] for r in range(world)]
-        self.token = token
+        self.token, self.shapes = token, shapes
 
 
 def reshard_sync(realloc: Reallocation, learners: list, engines: list, version: int, sync, full_sync,
