@@ -48,11 +48,22 @@ class HFEngine:
         """`rollout.weight_sync.weights_checksum` of the weights this engine samples with."""
         return weights_checksum(self.model.parameters(), dtype)
 
-    def sleep(self) -> None:  # nothing to free: weights stay, the KV cache lives per call
-        pass
+    def sleep(self) -> None:
+        """Colocated mode, while the learners train: weights to host memory (the KV cache lives per call).
+        On a CPU device host memory is the device: nothing moves."""
+        self._device = next(self.model.parameters()).device
+        if self._device.type != "cpu":
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+        self._sleeping = True
 
     def wake(self) -> None:
-        pass
+        if getattr(self, "_sleeping", False) and self._device.type != "cpu":
+            self.model.to(self._device)
+        self._sleeping = False
+
+    def is_sleeping(self) -> bool:
+        return bool(getattr(self, "_sleeping", False))
 
     # -- internals -------------------------------------------------------------------------
     def _chunks(self, requests):

@@ -57,3 +57,41 @@ def test_reshard_and_colocation_refuse_what_they_cannot_run():
         load_config(base, ["sync.transport=reshard", "sync.mode=delta"])
     with pytest.raises(ConfigError, match="hf"):
         load_config(base, ["sync.transport=reshard", "rollout.engine=vllm"])
+
+
+def test_a_restarted_engine_gets_a_new_group_and_the_learners_weights(ray_local):
+    """An engine that Ray restarts is in no group: the next reallocation notices (group token), rebuilds
+    the group and the plan, and the new process serves the learners' weights again."""
+    import time
+
+    import ray
+
+    from rl.workers.learner_group import LearnerGroup
+    from rl.workers.realloc import Reallocation
+    from rl.workers.rollout_worker import RolloutWorker
+    group = LearnerGroup("tiny-llama", 2, num_cpus=0.25, lr=1e-3, num_threads=1)
+    engines = [RolloutWorker.options(num_cpus=0.25).remote("hf", "tiny-llama", seed=s) for s in (1, 2)]
+    try:
+        realloc = Reallocation("gloo")
+        want = ray.get([a.weights_checksum.remote() for a in group.actors])[0]  # a collective over the ranks
+        assert ray.get(engines[1].weights_checksum.remote()) != want  # another seed: other weights
+        first = realloc.run(group.actors, engines, 1, 60.0)
+        assert [ray.get(e.weights_checksum.remote()) for e in engines] == [want, want]
+        ray.kill(engines[1], no_restart=False)
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert ray.get(engines[1].realloc_token.remote()) is None  # the new process is in no group
+                break
+            except ray.exceptions.RayActorError:
+                assert time.time() < deadline
+                time.sleep(0.5)
+        assert ray.get(engines[1].weights_checksum.remote()) != want  # back to its starting weights
+        second = realloc.run(group.actors, engines, 2, 60.0)
+        assert [ray.get(e.weights_checksum.remote()) for e in engines] == [want, want]
+        assert [ray.get(e.weights_state.remote())["version"] for e in engines] == [2, 2]
+        assert second["realloc/bytes"] == first["realloc/bytes"]
+    finally:
+        for e in engines:
+            ray.kill(e)
+        group.close()
