@@ -72,3 +72,21 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the mark may then include freed memory
         pass
+
+
+def move_state(model: torch.nn.Module, opt, device: torch.device, optimizer: bool, params: bool) -> float:
+    """Moves AdamW state (optimizer) and parameters (params) to `device` in place -> MiB moved.
+    DTensors (FSDP2 shards) stay where they are."""
+    from torch.distributed.tensor import DTensor
+    moved = 0
+    for t in [p for p in model.parameters() if not isinstance(p, DTensor)] if params else []:
+        moved += t.numel() * t.element_size()
+        t.data = t.data.to(device, non_blocking=True)
+    for state in opt.state.values() if optimizer else ():
+        for k, v in state.items():
+            if torch.is_tensor(v) and not isinstance(v, DTensor) and v.device != device:
+                moved += v.numel() * v.element_size()
+                state[k] = v.to(device, non_blocking=True)
+    if device.type == "cpu" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return moved / 2**20

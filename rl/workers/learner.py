@@ -22,7 +22,7 @@ from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import approx_kl, kl_penalty
 from algorithms.losses import POLICY_LOSSES
 from rl.types import RolloutBatch
-from rl.workers.devices import actor_device, compute_autocast, peak_memory_mb, placement_info
+from rl.workers.devices import actor_device, compute_autocast, move_state, peak_memory_mb, placement_info
 from rl.workers.models import load_model, load_tokenizer
 from rl.workers.realloc import ReallocPeer, held_boxes
 from rollout.delta_sync import DeltaSender, bf16_crcs
@@ -225,22 +225,9 @@ class Learner:
         return self._move(self.device, optimizer, params)
 
     def _move(self, device: torch.device, optimizer: bool, params: bool) -> float:
-        from torch.distributed.tensor import DTensor
-        if self.device.type == "cpu" or not (optimizer or params):
+        if self.device.type == "cpu":
             return 0.0
-        moved = 0
-        tensors = [p for p in self.model.parameters() if not isinstance(p, DTensor)] if params else []
-        for t in tensors:
-            moved += t.numel() * t.element_size()
-            t.data = t.data.to(device, non_blocking=True)
-        for state in self.opt.state.values() if optimizer else ():
-            for k, v in state.items():
-                if torch.is_tensor(v) and not isinstance(v, DTensor) and v.device != device:
-                    moved += v.numel() * v.element_size()
-                    state[k] = v.to(device, non_blocking=True)
-        if device.type == "cpu":
-            torch.cuda.empty_cache()
-        return moved / 2**20
+        return move_state(self.model, self.opt, device, optimizer, params)
 
     def weights_checksum(self, dtype: str | None = None) -> int:
         """`rollout.weight_sync.weights_checksum` of the policy cast to `dtype` (what an engine serving
