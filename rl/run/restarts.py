@@ -24,7 +24,7 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
         except ray.exceptions.RayActorError as e:
             if restarts == cfg.run.max_restarts:
                 raise
-            latest = ckpts.latest()
+            latest = ckpts.latest_intact()
             where = f"its last checkpoint ({latest.name})" if latest else "step 0 (no checkpoint yet)"
             print(f"rl: an actor of the run died ({type(e).__name__}); restarting from {where}, "
                   f"restart {restarts + 1} of run.max_restarts={cfg.run.max_restarts}", file=sys.stderr, flush=True)

@@ -41,7 +41,7 @@ class Run:
         """postfix: progress-bar label -> metric key, e.g. {"reward": "reward/mean"}."""
         self.cfg, self.dir, self.total_steps = cfg, run_dir(cfg), int(total_steps)
         self.ckpt = checkpointer(cfg)
-        self._path = self.ckpt.latest() if resume else None
+        self._path = self.ckpt.latest_intact() if resume else None
         if resume and self._path is None:
             raise ConfigError(f"--resume: no checkpoint under {self.ckpt.root} to resume from")
         self.state = json.loads((self._path / "driver.json").read_text()) if self._path else None
