@@ -273,6 +273,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be > 0, got {v}")
     if cfg.run.max_restarts < 0:
         raise ConfigError(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
+    for key, v in (("trainer.max_grad_norm", cfg.trainer.max_grad_norm), ("control.max_grad_norm", cfg.control.max_grad_norm)):
+        if not v > 0:  # clip_grad_norm_ with a negative max multiplies the gradient by a negative factor
+            raise ConfigError(f"{key}: must be > 0 (a gradient-norm clip; use a large value such as 1e9 for "
+                              f"no clipping), got {v}")
     if cfg.trainer.lr <= 0:
         raise ConfigError(f"trainer.lr: must be > 0, got {cfg.trainer.lr}")
     if cfg.rollout.temperature <= 0:

@@ -90,3 +90,11 @@ def test_cli_unknown_algorithm(tmp_path):
 def test_actor_counts_are_checked(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, "{}"), overrides)
+
+
+@pytest.mark.parametrize("key", ["trainer.max_grad_norm", "control.max_grad_norm"])
+@pytest.mark.parametrize("value", ["-1", "0", ".nan"])
+def test_a_non_positive_grad_clip_is_refused(key, value):
+    # clip_grad_norm_ with max -1 multiplies the gradient by about -1 / norm: the optimizer climbs the loss
+    with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
+        load_config(None, [f"{key}={value}"])
