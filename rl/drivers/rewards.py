@@ -85,8 +85,10 @@ def _score_task(spec: str, style: str, prompts: list[str], completions: list[str
         try:
             if left <= 0:
                 raise RewardTimeout("per-sample budget spent")
-            v, err = _clean(call_with_timeout(fn, min(timeout_s, left), [p], [o],
-                                              **{k: [v[i]] for k, v in columns.items()})[0], on_error)
+            one = list(call_with_timeout(fn, min(timeout_s, left), [p], [o], **{k: [v[i]] for k, v in columns.items()}))
+            if len(one) != 1:  # a result of the wrong length is an error, not its first element
+                raise ValueError(f"reward {spec!r} returned {len(one)} scores for 1 sample")
+            v, err = _clean(one[0], on_error)
         except Exception:  # noqa: BLE001
             v, err = on_error, True
         values.append(v)
@@ -102,11 +104,13 @@ class RewardResult:
 
 
 def reward_names(cfgs: list[RewardConfig]) -> list[str]:
-    """Metric names: the recipe reference, suffixed #2, #3 when one function is listed twice."""
+    """Metric names: the function's short name ("path/to/file.py:fn" and "pkg.mod:fn" -> "fn"), suffixed
+    #2, #3 when one name is listed twice."""
     names, seen = [], {}
     for c in cfgs:
-        seen[c.fn] = seen.get(c.fn, 0) + 1
-        names.append(c.fn if seen[c.fn] == 1 else f"{c.fn}#{seen[c.fn]}")
+        short = c.fn.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        seen[short] = seen.get(short, 0) + 1
+        names.append(short if seen[short] == 1 else f"{short}#{seen[short]}")
     return names
 
 
@@ -123,8 +127,11 @@ def score(cfgs: list[RewardConfig], prompts: list[str], completions: list[str], 
 
 
 def _clean(v, on_error: float) -> tuple[float | None, bool]:
+    """A score: None (not applicable), or a finite number; anything else (a string, a bool, NaN) is an error."""
     if v is None:
         return None, False
+    if isinstance(v, (str, bytes, bool)) or type(v).__name__ == "bool_":
+        return on_error, True
     try:
         f = float(v)
     except (TypeError, ValueError):
