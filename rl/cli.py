@@ -1,6 +1,6 @@
 """`rl`: the command line. One table maps each subcommand to the function that runs it.
 
-  rl train RECIPE [key=value ...] [--resume] [--address ADDR] [--print-config]
+  rl train RECIPE [key=value ...] [--resume] [--address ADDR] [--print-config] [--plan PLAN.yaml]
   rl eval RECIPE [key=value ...] [--checkpoint DIR]      held-out greedy accuracy (and pass@k)
   rl eval swebench ...                                   coding agents (see `rl eval swebench --help`)
   rl bench NAME [...]                                    benchmarks: grpo-step, knapsack, envs, ...
@@ -75,8 +75,14 @@ def train_main(argv: list[str]) -> int:
     p = _recipe_parser("rl train")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--plan", default=None, help="an executable plan from `rl plan CLUSTER --recipe RECIPE`: "
+                   "recipe < plan < command-line overrides")
     args = p.parse_intermixed_args(argv)  # options may come before or after the key=value overrides
-    cfg = load_config(args.recipe, args.overrides)
+    if args.plan:
+        from rl.tools.plan_file import load_with_plan
+        cfg = load_with_plan(args.recipe, args.plan, args.overrides)
+    else:
+        cfg = load_config(args.recipe, args.overrides)
     if args.print_config:
         print(dump(cfg), end="")
         return 0

@@ -6,6 +6,10 @@ strategy; generation/inference on one half and training on the other), and write
 the spec's name (default bench/results/plan.json, other specs' entries are kept).
 A bad spec (unknown key, missing field, wrong type) prints one line naming the key and exits 2.
 
+`--recipe RECIPE --out plan.yaml` plans one recipe on the spec's hardware, searching only what
+`rl train` executes, and writes an executable plan (rl/tools/plan_recipe.py); `--calibrate RUN_DIR`
+refits the cost model on a finished run's measured per-call times (rl/tools/plan_calibrate.py).
+
 Example: rl plan recipes/clusters/llama7b-8gpu.yaml --seed 0 --iters 20000
 """
 from __future__ import annotations
@@ -92,24 +96,48 @@ def run_plan(path: str, seed: int, iters: int, time_budget_s: float) -> dict:
 
 def main_plan(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rl plan", description=__doc__.split("\n")[0])
-    p.add_argument("specs", nargs="+", help="cluster spec YAML(s), e.g. recipes/clusters/llama7b-8gpu.yaml")
+    p.add_argument("specs", nargs="*", help="cluster spec YAML(s), e.g. recipes/clusters/llama7b-8gpu.yaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=20000, help="Metropolis-Hastings steps")
     p.add_argument("--time-budget-s", type=float, default=20.0, help="stop the search after this long")
-    p.add_argument("--out", default="bench/results/plan.json", help="JSON file, entries keyed by spec name")
+    p.add_argument("--out", default=None, help="JSON file, entries keyed by spec name (default "
+                   "bench/results/plan.json); with --recipe: the plan YAML (default plan.yaml)")
+    p.add_argument("--recipe", default=None, help="plan this recipe's workload, only what `rl train` runs; "
+                   "writes an executable plan for `rl train RECIPE --plan PLAN.yaml`")
+    p.add_argument("--calibrate", default=None, metavar="RUN_DIR", help="refit the cost model on a finished "
+                   "run's per-call times (cluster: the run's plan, else the one spec given)")
     args = p.parse_args(argv)
-    entries = {}
     try:
-        for path in args.specs:
-            spec_name = load_cluster_spec(path).name
-            entries[spec_name] = run_plan(path, args.seed, args.iters, args.time_budget_s)
+        if args.calibrate:
+            from rl.tools.plan_calibrate import run_calibrate
+            if len(args.specs) > 1:
+                p.error("--calibrate takes at most one cluster spec")
+            return run_calibrate(args.calibrate, args.specs[0] if args.specs else None)
+        if not args.specs:
+            p.error("give a cluster spec (or --calibrate RUN_DIR)")
+        if args.recipe:
+            from rl.tools.plan_recipe import run_recipe_plan
+            if len(args.specs) != 1:
+                p.error("--recipe plans one cluster spec")
+            return run_recipe_plan(args.specs[0], args.recipe, args.out or "plan.yaml", args.seed, args.iters,
+                                   args.time_budget_s)
+        out = "bench/results/plan.json" if args.out is None else args.out  # "": print only
+        return _plan_specs(args.specs, args.seed, args.iters, args.time_budget_s, out)
     except ClusterSpecError as e:
         print(f"rl plan: cluster spec error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.out:
-        out = Path(args.out)
-        data = json.loads(out.read_text()) if out.exists() else {}
-        data.setdefault("plans", {}).update(entries)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _plan_specs(specs: list[str], seed: int, iters: int, time_budget_s: float, out_path: str) -> int:
+    entries = {}
+    for path in specs:
+        spec_name = load_cluster_spec(path).name
+        entries[spec_name] = run_plan(path, seed, iters, time_budget_s)
+    if not out_path:
+        return 0
+    out = Path(out_path)
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data.setdefault("plans", {}).update(entries)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
     return 0

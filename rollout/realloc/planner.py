@@ -19,6 +19,7 @@ Example: result = search(spec, seed=0, iters=20000)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,10 +160,13 @@ def realloc_seconds(shape: LlamaShape, src: Candidate, dst: Candidate, hw: Hardw
 class PlanModel:
     """Precomputed per-candidate costs of every call; evaluates whole plans."""
 
-    def __init__(self, spec: ClusterSpec):
-        self.spec, self.hw = spec, spec.hardware
+    def __init__(self, spec: ClusterSpec, rules=None):
+        """rules: None (every candidate), or an object with allows(node, candidate) -> bool,
+        check({call: candidate}) -> reason | None and ties() -> {call: call whose candidate it takes}
+        (rollout/realloc/executable.py: what rl train runs)."""
+        self.spec, self.hw, self.rules = spec, spec.hardware, rules
         self.nodes = dataflow_graph(spec)
-        self.cands = [candidates(n, spec) for n in self.nodes]
+        self.cands = [[c for c in candidates(n, spec) if rules is None or rules.allows(n, c)] for n in self.nodes]
         self.seconds = [[call_seconds(spec.models[n.model], n.call, c.strategy, self.hw) for c in cs]
                         for n, cs in zip(self.nodes, self.cands)]
         self.memory = [[call_memory_bytes(spec.models[n.model], n.call, c.strategy, self.hw) for c in cs]
@@ -197,12 +201,28 @@ class PlanModel:
                     oom |= total > self.capacity
         return oom, peak
 
+    def normalize(self, plan: list[int]) -> list[int]:
+        """The plan with every tied call on its leader's candidate (rules.ties(); no rules: as is)."""
+        out = list(plan)
+        if self.rules is None:
+            return out
+        names = [n.name for n in self.nodes]
+        for follower, leader in self.rules.ties().items():
+            if follower in names and leader in names:
+                i, j = names.index(follower), names.index(leader)
+                same = self._index[i].get(self.cands[j][plan[j]])
+                out[i] = out[i] if same is None else same
+        return out
+
     def evaluate(self, plan: list[int], detail: bool = False) -> Evaluation:
         """List-schedule the graph (plus reallocation nodes) and check memory."""
+        plan = self.normalize(plan)
         free = np.zeros(self.hw.num_gpus)  # device -> time it becomes free
         done, times, reallocs = {}, {}, {}
         last = {}  # model -> (candidate, finish of its last call, mesh)
         cand_of = {n.name: self.cands[i][plan[i]] for i, n in enumerate(self.nodes)}
+        if self.rules is not None and self.rules.check(cand_of) is not None:
+            return Evaluation(math.inf, True)  # not executable: never kept, never accepted from a valid plan
         for i, node in enumerate(self.nodes):
             c = cand_of[node.name]
             ready = max((done[d] for d in node.deps), default=0.0)
@@ -235,6 +255,10 @@ class PlanModel:
     def cost(self, plan: list[int]) -> tuple[float, Evaluation]:
         ev = self.evaluate(plan)
         return ev.makespan_s * (OOM_PENALTY if ev.oom else 1.0), ev
+
+    def index(self, i: int, cand: Candidate) -> int | None:
+        """Position of `cand` among call i's candidates (None: not a candidate)."""
+        return self._index[i].get(cand)
 
     def plan_of(self, choice: dict[str, Candidate]) -> list[int]:
         return [self._index[i][choice[n.name]] for i, n in enumerate(self.nodes)]
