@@ -191,6 +191,9 @@ def placement_from(cfg: Config, kind: str = "group", engines: int | None = None)
     """The run's placement group, placed (or an error naming what the cluster lacks)."""
     try:
         roles = roles_from(cfg, kind, engines)
+        if cfg.placement.preflight:  # memory per bundle, before any actor starts (rl/workers/preflight.py)
+            from rl.workers import preflight
+            preflight.check(cfg, roles)
         return Placement.create(roles, cfg.resources.strategy, cfg.resources.ready_timeout_s)
     except (ValueError, RuntimeError) as e:
         raise ConfigError(str(e)) from None
