@@ -165,15 +165,15 @@ class RLWorkerExtension:
     VLLM_ALLOW_INSECURE_SERIALIZATION=1 (tensor_parallel_size > 1 on CPU runs the core out of process)."""
 
     def rl_weights_checksum(self, dtype_name: str | None) -> int:
-        from rollout.vllm_engine import _worker_checksum
+        from rollout.vllm_worker import _worker_checksum
         return _worker_checksum(self, getattr(torch, dtype_name) if dtype_name else None)
 
     def rl_bf16_crcs(self) -> dict[str, int]:
-        from rollout.vllm_engine import _worker_bf16_crcs
+        from rollout.vllm_worker import _worker_bf16_crcs
         return _worker_bf16_crcs(self)
 
     def rl_repack_tied_lm_head(self) -> None:
-        from rollout.vllm_engine import _repack_tied_lm_head
+        from rollout.vllm_worker import _repack_tied_lm_head
         _repack_tied_lm_head(self)
 
 
