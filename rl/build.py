@@ -229,7 +229,8 @@ def engine_from(cfg: Config, learner_name: str | None = None, **options):
     r = cfg.rollout
     kwargs = {"gpu_memory_utilization": r.gpu_memory_utilization, "tensor_parallel_size": r.tensor_parallel_size,
               "max_model_len": r.max_model_len,
-              "kv_cache_memory_bytes": None if r.kv_cache_mb is None else int(r.kv_cache_mb * 2**20)}
+              "kv_cache_memory_bytes": None if r.kv_cache_mb is None else int(r.kv_cache_mb * 2**20),
+              "weight_transfer": "vllm" if cfg.sync.transport == "vllm" else "actor"}
     return RolloutWorker.options(**options).remote(r.engine, cfg.model.name, cfg.model.dtype, cfg.run.seed,
                                                    r.share_prefill, engine_kwargs=kwargs, learner_name=learner_name)
 

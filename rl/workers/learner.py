@@ -366,6 +366,19 @@ class SyncingLearner(ReallocPeer, Learner):
     def default_sync_backend(self) -> str:
         return default_backend()
 
+    def send_vllm(self, engines: list, version: int, timeout_s: float) -> dict:
+        """sync.transport: vllm: the full weights into every engine through vLLM's own weight-transfer
+        interface (rollout/vllm_transfer.py; the rendezvous once per set of engines). -> sync stats."""
+        from rollout.vllm_transfer import EngineActorClient, VLLMWeightSender
+        key = tuple(e._actor_id.hex() for e in engines)
+        if getattr(self, "_vllm_key", None) != key:
+            self._vllm_sender = VLLMWeightSender(EngineActorClient(engines), timeout_s=timeout_s)
+            self._vllm_key = key
+        t0 = time.perf_counter()
+        self._vllm_sender.send(self.model.named_parameters(), version)
+        return {"bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()), "density": 1.0,
+                "full": True, "encode_s": time.perf_counter() - t0}
+
     def open_sync_group(self, world_size: int, timeout_s: float) -> tuple[str, int]:
         """Rank 0 of the broadcast transport: listen, -> (host, port) for the engines."""
         self._store, host, port = SyncGroup.listen(world_size, timeout_s)

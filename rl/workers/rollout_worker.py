@@ -103,6 +103,11 @@ class EngineWorker(ReallocPeer):
             return self.engine.weights_crc()
         return bf16_crcs(self.engine.model.named_parameters())
 
+    def vllm_weight_transfer(self, op: str, arg=None):
+        """sync.transport: vllm: one step of vLLM's weight-transfer protocol (init, start, update, finish,
+        num_workers, shutdown), driven by the learner's `rollout.vllm_transfer.EngineActorClient`."""
+        return self.engine.weight_transfer(op, arg)
+
     def default_sync_backend(self) -> str:
         return default_backend()
 

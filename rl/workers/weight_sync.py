@@ -5,7 +5,8 @@ bf16 buckets carrying only the elements whose bf16 bits changed since the last s
 above sync.dense_threshold, a full bf16 sync every sync.full_every_steps); engines
 then run on the learner's weights rounded to bf16.
 
-sync.transport (rollout/transport.py): "object_store" (one put by the learner, zero-copy
+sync.transport "vllm": the learner drives vLLM's own weight-transfer protocol on the engines (pause,
+update, resume; rollout/vllm_transfer.py). Otherwise (rollout/transport.py): "object_store" (one put by the learner, zero-copy
 shared-memory reads by the engines on its node: the colocated path) or "broadcast" (a torch.distributed
 group of the sync's own, gloo on CPU / NCCL on GPU, learner rank 0: one broadcast of one flat buffer
 per sync; built on the first sync; if a broadcast fails, e.g. an engine restarted, that sync falls
@@ -21,7 +22,7 @@ deadline sync.timeout_s; an engine or learner that does not answer in time raise
 
 Returns metrics: sync/bytes (payload size), sync/density (share of bf16 elements shipped as changed;
 1.0 for full), sync/mode (0 full, 1 delta), sync/full (1 when this sync was a full one),
-sync/transport (0 object store, 1 broadcast), sync/verified (1 when every engine was checked to serve
+sync/transport (0 object store, 1 broadcast, 2 reshard, 3 vllm), sync/verified (1 when every engine was checked to serve
 this version's weights), sync/resyncs (engines re-synced after a failed check), time/sync_encode_s
 (learner side), time/sync_verify_s, time/sync_s (end to end).
 Example: metrics = sync_weights(learner, engines, step + 1, cfg.sync)
@@ -133,7 +134,7 @@ def sync_weights(learner, engines, version: int, sync, force_full: bool = False)
     verified = verify(engines, version, learner_checksum, resync, sync)
     out = {"sync/bytes": float(s["bytes"]), "sync/density": float(s["density"]),
            "sync/mode": float(mode == "delta"), "sync/full": float(s["full"]),
-           "sync/transport": float(transport == "broadcast"),
+           "sync/transport": {"object_store": 0.0, "broadcast": 1.0, "reshard": 2.0, "vllm": 3.0}[transport],
            "time/sync_encode_s": float(s["encode_s"]), **verified, "time/sync_s": time.time() - t0}
     if recovered:
         out["sync/recovered"] = 1.0
@@ -143,6 +144,10 @@ def sync_weights(learner, engines, version: int, sync, force_full: bool = False)
 def _ship(learner, engines, version, args, force_full, transport, sync):
     """Export one payload and deliver it to every engine. -> stats ObjectRef."""
     labels, timeout_s = [engine_label(i, e) for i, e in enumerate(engines)], float(sync.timeout_s)
+    if transport == "vllm":  # the learner drives vLLM's own protocol on the engines
+        stats = learner.send_vllm.remote(engines, version, timeout_s)
+        get_within([stats], ["the learner"], timeout_s, f"send version {version} through vLLM's weight transfer")
+        return stats
     if transport == "object_store":
         payload, stats = learner.export_update.remote(*args, force_full=force_full)
         get_within([e.update_weights.remote(payload, version) for e in engines], labels, timeout_s,

@@ -57,6 +57,10 @@ def test_reshard_and_colocation_refuse_what_they_cannot_run():
         load_config(base, ["sync.transport=reshard", "sync.mode=delta"])
     with pytest.raises(ConfigError, match="hf"):
         load_config(base, ["sync.transport=reshard", "rollout.engine=vllm"])
+    with pytest.raises(ConfigError, match="rollout.engine: vllm"):
+        load_config(base, ["sync.transport=vllm"])
+    with pytest.raises(ConfigError, match="num_actors: 1"):
+        load_config(base, ["sync.transport=vllm", "rollout.engine=vllm", "resources.learner.num_actors=2"])
 
 
 def test_a_restarted_engine_gets_a_new_group_and_the_learners_weights(ray_local):

@@ -20,13 +20,8 @@ QUESTIONS = ["What is 12 + 30?", "Name a colour.", "Write one word about the sea
 
 
 def transfer_worker(**kw):
-    """The rollout worker plus the one call the learner's EngineActorClient needs (the change
-    proposed for rl/workers/rollout_worker.py)."""
-    class TransferWorker(EngineWorker):
-        def vllm_weight_transfer(self, op, arg=None):
-            return self.engine.weight_transfer(op, arg)
-
-    return ray.remote(num_cpus=0.5, max_restarts=0)(TransferWorker).remote(**kw)
+    """A rollout worker (its `vllm_weight_transfer` serves the learner's EngineActorClient), not restarted."""
+    return ray.remote(num_cpus=0.5, max_restarts=0)(EngineWorker).remote(**kw)
 
 
 def chat(tok, text):
@@ -89,6 +84,22 @@ def test_smollm2_through_vllms_weight_transfer_interface(smollm2):
     back = check_round(sender, load_model(SMOLLM2, "float32"), 8, vllm, hf, tok)  # same group, second round
     assert back == start
     sender.close()
+
+
+def test_learner_actor_syncs_through_the_interface(smollm2):
+    """sync.transport: vllm as the driver runs it: the learner actor sends, the driver verifies."""
+    from rl.config import SyncConfig
+    from rl.workers.learner import LearnerActor
+    from rl.workers.weight_sync import sync_weights
+    tok, vllm, hf = smollm2
+    learner = LearnerActor.remote(SMOLLM2, "float32", 0, num_threads=1)
+    try:
+        out = sync_weights(learner, [vllm], 11, SyncConfig(transport="vllm"))
+        assert out["sync/transport"] == 3.0 and out["sync/verified"] == 1.0 and out["sync/resyncs"] == 0.0
+        assert out["sync/checksum_engine0"] == out["sync/checksum"]
+        assert ray.get(vllm.weights_state.remote())["version"] == 11
+    finally:
+        ray.kill(learner)
 
 
 @pytest.fixture(scope="module")
