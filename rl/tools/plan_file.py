@@ -21,9 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
 from rl.config import Config, ConfigError, load_config
+from rl.data.mapping import load_yaml_mapping
 
 REQUIRED = ("cluster", "recipe", "model", "algorithm", "calls", "roles", "placement", "overrides")
 OPTIONAL = ("cluster_name", "workload", "estimated_makespan_s", "notes")
@@ -98,14 +98,9 @@ def validate_plan(raw) -> dict:
 
 
 def load_plan(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise ConfigError(f"--plan: {path}: no such plan file (write one with `rl plan CLUSTER.yaml --recipe R --out {path}`)")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--plan: {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return validate_plan(raw)
+    return validate_plan(load_yaml_mapping(path, "plan", "calls, roles, placement and overrides"))
 
 
 def check_matches(plan: dict, recipe: str, cfg: Config) -> None:

@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("vllm")
 
+from chat_prompts import QUESTIONS, chat, greedy_requests  # noqa: E402
 from rl.config import SyncConfig  # noqa: E402
 from rl.drivers.experience import to_batch  # noqa: E402
 from rl.workers.learner import LearnerActor
@@ -17,18 +18,11 @@ from rl.workers.rollout_worker import RolloutWorker  # noqa: E402
 from rl.workers.weight_sync import sync_weights  # noqa: E402
 from rollout.types import GenerationRequest  # noqa: E402
 
-QUESTIONS = ["What is 12 + 30?", "Name a colour.", "Write one word about the sea."]
 ENGINE_KW = {"gpu_memory_utilization": 0.3, "tensor_parallel_size": 1, "kv_cache_memory_bytes": 512 << 20}
 
 
-def chat(tok, text):
-    enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
-    return list(enc["input_ids"])
-
-
 def greedy(engine, tok, max_new_tokens=10):
-    reqs = [GenerationRequest(prompt_ids=chat(tok, q), n=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                              request_id=i) for i, q in enumerate(QUESTIONS)]
+    reqs = greedy_requests(tok, max_new_tokens)
     return ray.get(engine.generate.remote(reqs, 0))
 
 

@@ -10,13 +10,12 @@ import torch
 
 pytest.importorskip("vllm")
 
+from chat_prompts import greedy_requests
 from rl.workers.models import SMOLLM2, load_model, load_tokenizer
 from rl.workers.rollout_worker import EngineWorker
-from rollout.types import GenerationRequest
 from rollout.weight_sync import pack_buckets, weights_checksum
 
 pytestmark = pytest.mark.slow
-QUESTIONS = ["What is 12 + 30?", "Name a colour.", "Write one word about the sea."]
 
 
 def transfer_worker(**kw):
@@ -24,14 +23,9 @@ def transfer_worker(**kw):
     return ray.remote(num_cpus=0.5, max_restarts=0)(EngineWorker).remote(**kw)
 
 
-def chat(tok, text):
-    enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
-    return list(enc["input_ids"])
-
 
 def greedy(engine, tok, max_new_tokens=8):
-    reqs = [GenerationRequest(prompt_ids=chat(tok, q), n=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                              request_id=i) for i, q in enumerate(QUESTIONS)]
+    reqs = greedy_requests(tok, max_new_tokens)
     return [c.token_ids for c in ray.get(engine.generate.remote(reqs, 0))]
 
 
