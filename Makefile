@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/rl bench scale
 	$(BIN)/rl bench memory
 	$(BIN)/rl bench realloc
+	$(BIN)/rl bench preflight
 
 clean:
 	rm -rf $(VENV) runs
