@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from rl.config_sections import CodingConfig, ControlConfig, DPOConfig, check_dpo
-from rl.data.mapping import ConfigError, build, load_yaml_mapping
+from rl.data.mapping import ConfigError, build, list_index, load_yaml_mapping, parse_override_value
 
 __all__ = ["CodingConfig", "ControlConfig", "DPOConfig", "check_dpo"]  # re-exported: the one tree
 
@@ -228,28 +228,36 @@ class Config:
 
 
 def apply_override(data: dict, dotted: str) -> None:
-    """Sets `a.b.c=value` (YAML-parsed value) into a nested mapping; list items by index."""
+    """Sets `a.b.c=value` into a nested mapping; list items by index (index == length appends one:
+    `rewards.1.fn=exact_match` adds a second reward)."""
     if "=" not in dotted:
         raise ConfigError(f"override {dotted!r} must look like key.path=value")
     key, raw = dotted.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
     parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"override {dotted!r}: empty key (write key.path=value)")
+    value = parse_override_value(raw)
     node: Any = data
     for part in parts[:-1]:
         if isinstance(node, list):
-            node = node[int(part)]
+            node = node[list_index(node, part, key, grow=True)]
             continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part!r} is inside a value that is not a section")
         if part == "rewards" and part not in node:
             node[part] = [dataclasses.asdict(RewardConfig())]
         node = node.setdefault(part, {})
     last = parts[-1]
     if isinstance(node, list):
-        idx = int(last)
-        if idx >= len(node):
-            raise ConfigError(f"{key}: list has {len(node)} items")
-        node[idx] = value
-    else:
+        idx = list_index(node, last, key, grow=False)
+        if idx == len(node):
+            node.append(value)
+        else:
+            node[idx] = value
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise ConfigError(f"{key}: {parts[-2]!r} is a value, not a section")
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> Config:

@@ -112,3 +112,36 @@ def load_yaml_mapping(path, kind: str, shape: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {kind} is a mapping of {shape}")
     return data
+
+
+def parse_override_value(raw: str):
+    """The YAML value of a `key=value` override, kept a string unless it parses cleanly as a scalar, or
+    as a list or mapping written with [ ] / { }: "Answer: 42" stays a string; a YAML tag is refused."""
+    import yaml
+    if raw == "":
+        return ""
+    if raw.lstrip().startswith("!"):
+        raise ConfigError(f"override value {raw!r}: YAML tags are not allowed")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, (dict, list)) and not raw.lstrip().startswith(("{", "[")):
+        return raw
+    return value
+
+
+def list_index(items: list, part: str, key: str, grow: bool) -> int:
+    """A list index from an override path. Index == length names a new item: appended here ({}) when
+    `grow` (a path goes on through it), else left to the caller to append its value."""
+    try:
+        idx = int(part)
+    except ValueError:
+        raise ConfigError(f"{key}: {part!r} is not a list index") from None
+    if idx == len(items):
+        if grow:
+            items.append({})
+        return idx
+    if not 0 <= idx < len(items):
+        raise ConfigError(f"{key}: index {idx} outside a list of {len(items)} items (index {len(items)} appends one)")
+    return idx

@@ -98,3 +98,35 @@ def test_a_non_positive_grad_clip_is_refused(key, value):
     # clip_grad_norm_ with max -1 multiplies the gradient by about -1 / norm: the optimizer climbs the loss
     with pytest.raises(ConfigError, match=f"{key}: must be > 0"):
         load_config(None, [f"{key}={value}"])
+
+
+def test_overrides_append_list_items_and_name_bad_indices():
+    cfg = load_config(None, ["rewards.1.fn=format_number_only", "rewards.1.weight=0.5"])  # index == length appends
+    assert [(r.fn, r.weight) for r in cfg.rewards] == [("exact_match", 1.0), ("format_number_only", 0.5)]
+    with pytest.raises(ConfigError, match="rewards.3.fn: index 3 outside a list of 1 items"):
+        load_config(None, ["rewards.3.fn=exact_match"])
+    with pytest.raises(ConfigError, match="'x' is not a list index"):
+        load_config(None, ["rewards.x.fn=exact_match"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("task.system_prompt=Answer: 42", "Answer: 42"),       # a ": " used to become a mapping (then a crash)
+    ("task.system_prompt=a: [b", "a: [b"),                 # YAML that does not parse stays the string
+    ("run.name=[unclosed", "[unclosed"),
+    ("task.digits=[1, 3]", [1, 3]),                        # brackets ask for a list
+])
+def test_override_values_stay_strings_unless_they_parse_cleanly(override, expected):
+    key = override.split("=", 1)[0]
+    section, field = key.split(".")
+    assert getattr(getattr(load_config(None, [override]), section), field) == expected
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run.name=!!python/object/apply:os.system ['true']", "YAML tags are not allowed"),
+    ("=5", "empty key"),
+    ("trainer..steps=3", "empty key"),
+    ("trainer.steps.x=3", "trainer.steps: expected int"),
+])
+def test_bad_overrides_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
