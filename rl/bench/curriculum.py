@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+from rl.drivers.rewards import reward_names
 from rl.bench.common import (add_study_args, figure, greedy_accuracy, mean_of, plot_arm_curves, run_grpo_arm,
                              write_results)
 
@@ -23,7 +24,7 @@ def run_arm(name: str, extra: list[str], a, out_dir: Path) -> dict:
         f"trainer.minibatch_samples={8 * a.prompts_per_step}", f"trainer.microbatch_samples={8 * a.prompts_per_step}",
         f"eval.num_prompts={a.eval_prompts}", f"allocation.budget_period_steps={a.period}",
         f"allocation.budget_start_tokens={a.b0}", *extra], recipe="recipes/grpo_curriculum_arith.yaml")
-    rows, correct = run.rows, f"reward/{run.cfg.rewards[0].fn}"
+    rows, correct = run.rows, f"reward/{reward_names(run.cfg.rewards)[0]}"
     phases: dict[int, list[dict]] = {}
     for r in rows:
         phases.setdefault(int(r["length_budget_tokens"]), []).append(r)

@@ -33,7 +33,7 @@ def _accuracy(generate, encode, examples, correctness, max_new_tokens, n, temper
         columns[k] = [examples[c.request_id].columns.get(k) for c in comps]
     res = score([correctness], [examples[c.request_id].prompt for c in comps], [c.text for c in comps], columns)
     passed = defaultdict(bool)
-    for c, r in zip(comps, res.per_fn[correctness.fn]):
+    for c, r in zip(comps, next(iter(res.per_fn.values()))):  # the one function scored
         passed[c.request_id] |= (r is not None and r >= threshold)
     acc = {f"eval/{name}_accuracy": sum(passed[i] for i in range(len(examples))) / max(1, len(examples))}
     by: dict[str, list[bool]] = defaultdict(list)
