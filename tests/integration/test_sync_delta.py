@@ -9,7 +9,7 @@ from rl.drivers.experience import to_batch
 from rl.workers.learner import LearnerActor
 from rl.workers.models import load_tokenizer
 from rl.workers.rollout_worker import RolloutWorker
-from rl.workers.weight_sync import after_train, before_train, sync_weights
+from rl.workers.weight_sync import Phases, after_train, before_train, sync_weights
 from rollout.types import GenerationRequest
 
 
@@ -79,8 +79,8 @@ def test_engine_that_lost_its_base_recovers_with_a_full_sync(actors):
 
 def test_sleep_wake_calls_reach_the_engines(actors):
     learner, engines, tok = actors
-    before_train(engines, True)
-    after_train(engines, True)
+    before_train(engines, None, Phases(engine_sleep=True))  # no offload: the learner is not touched
+    after_train(engines, Phases(engine_sleep=True))
     reqs = [GenerationRequest(prompt_ids=tok.encode("hi"), n=1, max_new_tokens=4, temperature=0.0)]
     assert len(ray.get(engines[0].generate.remote(reqs, 0))[0].token_ids) >= 1
 
