@@ -225,9 +225,7 @@ class Learner:
         return self._move(self.device, optimizer, params)
 
     def _move(self, device: torch.device, optimizer: bool, params: bool) -> float:
-        if self.device.type == "cpu":
-            return 0.0
-        return move_state(self.model, self.opt, device, optimizer, params)
+        return 0.0 if self.device.type == "cpu" else move_state(self.model, self.opt, device, optimizer, params)
 
     def weights_checksum(self, dtype: str | None = None) -> int:
         """`rollout.weight_sync.weights_checksum` of the policy cast to `dtype` (what an engine serving
@@ -370,10 +368,8 @@ class SyncingLearner(ReallocPeer, Learner):
         """sync.transport: vllm: the full weights into every engine through vLLM's own weight-transfer
         interface (rollout/vllm_transfer.py; the rendezvous once per set of engines). -> sync stats."""
         from rollout.vllm_transfer import EngineActorClient, VLLMWeightSender
-        key = tuple(e._actor_id.hex() for e in engines)
-        if getattr(self, "_vllm_key", None) != key:
-            self._vllm_sender = VLLMWeightSender(EngineActorClient(engines), timeout_s=timeout_s)
-            self._vllm_key = key
+        if getattr(self, "_vllm_key", None) != (key := tuple(e._actor_id.hex() for e in engines)):
+            self._vllm_sender, self._vllm_key = VLLMWeightSender(EngineActorClient(engines), timeout_s=timeout_s), key
         t0 = time.perf_counter()
         self._vllm_sender.send(self.model.named_parameters(), version)
         return {"bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()), "density": 1.0,
