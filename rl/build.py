@@ -16,6 +16,7 @@ from allocation import ALLOCATORS
 from allocation.curriculum import linear_budget, n_drop_budget, step_exponential_budget
 from allocation.knapsack import KnapsackState
 from allocation.v0_allocation import V0Allocator
+from envs.sources import prompt_text
 from envs.tasks import build_task
 from rl.config import Config, ConfigError
 from rl.data.prompts import PromptEncoder
@@ -54,13 +55,23 @@ def check_names(cfg: Config) -> None:
     check_rewards(cfg.rewards)
 
 
-def task_from(cfg: Config):
+def task_from(cfg: Config, tokenizer=None):
+    """The recipe's task; with `task.max_prompt_tokens`, prompts longer than that (after the chat
+    template) are dropped and the count is printed."""
     t = cfg.task
     try:
-        return build_task(t.name, digits=t.digits, operations=t.operations, train_size=t.train_size,
+        task = build_task(t.name, digits=t.digits, operations=t.operations, train_size=t.train_size,
                           eval_size=t.eval_size, seed=cfg.run.seed, prompt_template=t.prompt_template,
-                          system_prompt=t.system_prompt, path=t.path, eval_path=t.eval_path,
-                          prompt_column=t.prompt_column, answer_column=t.answer_column)
+                          system_prompt=t.system_prompt, path=t.path, eval_path=t.eval_path, split=t.split,
+                          eval_split=t.eval_split, prompt_column=t.prompt_column, answer_column=t.answer_column)
+        if t.max_prompt_tokens is not None:
+            from rl.workers.models import load_tokenizer
+            encode = PromptEncoder(tokenizer or load_tokenizer(cfg.model.name), t.system_prompt)
+            train, held = task.drop_long(lambda ex: len(encode(ex)), t.max_prompt_tokens)
+            if train or held:
+                print(f"task.max_prompt_tokens={t.max_prompt_tokens}: dropped {train} train and {held} held-out "
+                      f"prompts ({len(task.train)} train, {len(task.eval)} held-out left)", flush=True)
+        return task
     except KeyError as e:
         raise ConfigError(f"task.name: {e}") from None
     except (ValueError, FileNotFoundError) as e:
@@ -84,7 +95,7 @@ def allocator_from(cfg: Config, task=None):
     except ValueError as e:
         raise ConfigError(f"allocation: {e}") from None
     if a.v0_predictor and task is not None:
-        prompt_of = {e.key: e.prompt for e in task.train}
+        prompt_of = {e.key: prompt_text(e.prompt) for e in task.train}
         allocator = V0Allocator(allocator, partial(_v0_predict, a.v0_predictor, prompt_of), a.v0_context_size)
     return allocator
 

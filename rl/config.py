@@ -49,10 +49,13 @@ class TaskConfig:
     operations: list[str] = field(default_factory=lambda: ["+"])
     train_size: int = 2000
     eval_size: int = 200
-    path: str | None = None  # dataset task: .jsonl or .parquet
+    path: str | None = None  # dataset task: .jsonl / .parquet, a datasets save_to_disk folder, or a hub id
     eval_path: str | None = None
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
+    split: str = "train"  # the split of a datasets folder or hub id
+    eval_split: str | None = None  # held-out split of the same source (instead of a random eval_size slice)
+    prompt_column: str = "prompt"  # a string or a list of chat messages
+    answer_column: str = "answer"  # may be a dotted path: reward_model.ground_truth
+    max_prompt_tokens: int | None = None  # drop prompts longer than this after the chat template
     system_prompt: str | None = None
     prompt_template: str = "What is {a} {op} {b}? Reply with only the final number."
 
@@ -64,6 +67,7 @@ class RewardConfig:
     style: Literal["trl", "verl"] = "trl"
     timeout_s: float = 10.0
     on_error: float = 0.0  # score for a sample whose reward raised, returned NaN or timed out
+    max_error_fraction: float = 0.5  # a step where more of the samples fail stops the run (exit 2)
 
 
 @dataclass
@@ -280,6 +284,11 @@ def validate(cfg: Config) -> None:
     for key, v in positive.items():
         if v <= 0:
             raise ConfigError(f"{key}: must be > 0, got {v}")
+    if cfg.task.max_prompt_tokens is not None and cfg.task.max_prompt_tokens <= 0:
+        raise ConfigError(f"task.max_prompt_tokens: must be > 0 tokens, got {cfg.task.max_prompt_tokens}")
+    for i, r in enumerate(cfg.rewards):
+        if not 0.0 <= r.max_error_fraction <= 1.0:
+            raise ConfigError(f"rewards.{i}.max_error_fraction: must be in [0, 1], got {r.max_error_fraction}")
     if cfg.run.max_restarts < 0:
         raise ConfigError(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
     for key, v in (("trainer.max_grad_norm", cfg.trainer.max_grad_norm), ("control.max_grad_norm", cfg.control.max_grad_norm)):

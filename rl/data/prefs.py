@@ -4,7 +4,9 @@ own GRPO rollout logs, and tokenised with the model's chat template.
 JSONL format, one pair per line:
     {"prompt": "What is 2 + 3? ...", "chosen": "5", "rejected": "6"}
 `prompt` is the user turn (a string) or a list of chat messages [{"role", "content"}, ...];
-`chosen` / `rejected` are assistant completions (plain text; the end-of-turn token is appended).
+`chosen` / `rejected` are assistant completions: plain text, or TRL's conversational form
+(`[{"role": "assistant", "content": ...}]`, or the full conversation starting with the prompt's
+turns); the end-of-turn token is appended.
 
 From a GRPO run: each row of runs/<name>/rollouts.jsonl is {"step", "key", "prompt", "rewards",
 "completions"}; the pair is the best vs the worst sample of that prompt (highest vs lowest reward),
@@ -70,13 +72,29 @@ def load_pairs(path: str | Path, key: str = "dpo.pairs_path") -> list[Preference
         if not _is_prompt(row["prompt"]):
             raise ConfigError(f"{key}: {path}:{n}: 'prompt' must be a string or a list of "
                               "{role, content} messages")
-        if not isinstance(row["chosen"], str) or not isinstance(row["rejected"], str):
-            raise ConfigError(f"{key}: {path}:{n}: 'chosen' and 'rejected' must be strings")
+        chosen, rejected = (_completion(row[c], row["prompt"]) for c in ("chosen", "rejected"))
+        if chosen is None or rejected is None:
+            raise ConfigError(f"{key}: {path}:{n}: 'chosen' and 'rejected' must be strings or message lists "
+                              "ending in an assistant turn (TRL's conversational format)")
         meta = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
-        pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], meta))
+        pairs.append(PreferencePair(row["prompt"], chosen, rejected, meta))
     if not pairs:
         raise ConfigError(f"{key}: {path} holds no pairs")
     return pairs
+
+
+def _completion(value, prompt) -> str | None:
+    """A completion's text: a string, or TRL's conversational form (`[{"role": "assistant", ...}]`,
+    or the whole conversation with the prompt's turns first: the implicit-prompt format)."""
+    if isinstance(value, str):
+        return value
+    if not (_is_prompt(value) and value[-1]["role"] == "assistant"):
+        return None
+    if isinstance(prompt, list) and value[:len(prompt)] == prompt:
+        value = value[len(prompt):]
+    if any(m["role"] != "assistant" for m in value):
+        return None  # a multi-turn completion does not fit one generated answer
+    return "".join(m["content"] for m in value)
 
 
 def _is_prompt(p) -> bool:

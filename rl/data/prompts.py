@@ -28,6 +28,15 @@ class PromptEncoder:
     def __call__(self, ex, length_budget: int | None = None) -> list[int]:
         key = (ex.key, length_budget)
         if key not in self._cache:
-            text = ex.prompt if length_budget is None else with_length_budget(ex.prompt, length_budget)
-            self._cache[key] = chat_prompt_ids(self.tok, text, self.system_prompt)
+            prompt = ex.prompt if length_budget is None else _with_budget(ex.prompt, length_budget)
+            self._cache[key] = chat_prompt_ids(self.tok, prompt, self.system_prompt)
         return self._cache[key]
+
+
+def _with_budget(prompt: str | list[dict], budget: int) -> str | list[dict]:
+    """The length budget written into a string prompt, or into the last user message of a chat."""
+    if isinstance(prompt, str):
+        return with_length_budget(prompt, budget)
+    last = max(i for i, m in enumerate(prompt) if m["role"] == "user")
+    return [dict(m, content=with_length_budget(m["content"], budget)) if i == last else m
+            for i, m in enumerate(prompt)]

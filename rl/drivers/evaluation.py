@@ -6,7 +6,7 @@ from typing import Callable
 
 from envs.tasks import Example
 from rl.config import RewardConfig
-from rl.drivers.rewards import score
+from rl.drivers.rewards import example_columns, score
 from rollout.types import Completion, GenerationRequest
 
 GenerateFn = Callable[[list[GenerationRequest], int], list[Completion]]
@@ -28,10 +28,9 @@ def _accuracy(generate, encode, examples, correctness, max_new_tokens, n, temper
     reqs = [GenerationRequest(prompt_ids=encode(ex), n=n, max_new_tokens=max_new_tokens,
                               temperature=temperature, request_id=i) for i, ex in enumerate(examples)]
     comps = generate(reqs, seed)
-    columns = {"answer": [examples[c.request_id].answer for c in comps]}
-    for k in {k for ex in examples for k in ex.columns}:
-        columns[k] = [examples[c.request_id].columns.get(k) for c in comps]
-    res = score([correctness], [examples[c.request_id].prompt for c in comps], [c.text for c in comps], columns)
+    columns = example_columns(examples, [c.request_id for c in comps])
+    res = score([correctness], [examples[c.request_id].prompt for c in comps], [c.text for c in comps], columns,
+                completion_ids=[list(c.token_ids) for c in comps])
     passed = defaultdict(bool)
     for c, r in zip(comps, next(iter(res.per_fn.values()))):  # the one function scored
         passed[c.request_id] |= (r is not None and r >= threshold)

@@ -21,7 +21,7 @@ from algorithms.registry import Registry
 from allocation.knapsack import allocation_metrics
 from allocation.types import Allocation
 from envs.tasks import Example
-from rl.drivers.rewards import score
+from rl.drivers.rewards import example_columns, score
 from rl.types import RolloutBatch
 from rollout.types import Completion, GenerationRequest
 
@@ -100,9 +100,7 @@ def _requests(encode, examples: list[Example], plan: Allocation, s: Sampling) ->
 
 def _columns(examples: list[Example], group: list[int], completions: list[Completion], plan: Allocation) -> dict:
     """Dataset columns per sample, as reward functions get them (TRL's **columns)."""
-    columns = {"answer": [examples[g].answer for g in group]}
-    for k in {k for ex in examples for k in ex.columns}:
-        columns[k] = [examples[g].columns.get(k) for g in group]
+    columns = example_columns(examples, group)
     columns["completion_tokens"] = [len(c.token_ids) for c in completions]
     if plan.length_budget:
         columns["length_budget"] = [plan.length_budget[g] for g in group]
@@ -119,7 +117,8 @@ def rollout_step(engines: list, encode, examples: list[Example], plan: Allocatio
     completions = generate(engines, requests, seed)
     t_gen = time.time() - t0
     group, texts = [c.request_id for c in completions], [c.text for c in completions]
-    result = score(rewards, [examples[g].prompt for g in group], texts, _columns(examples, group, completions, plan))
+    result = score(rewards, [examples[g].prompt for g in group], texts, _columns(examples, group, completions, plan),
+                   completion_ids=[list(c.token_ids) for c in completions])
     total = torch.tensor(result.total, dtype=torch.float32)
     lengths = torch.tensor([len(c.token_ids) for c in completions])
     for shape in shapers:

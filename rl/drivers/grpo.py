@@ -30,7 +30,8 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     run = Run(cfg, resume, total_steps=cfg.trainer.steps, title="train", callbacks=callbacks,
               postfix={"reward": "reward/mean", "acc": "accuracy", "tok_s": "tokens_per_s"})
     init_ray(address)
-    task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
+    tok = load_tokenizer(cfg.model.name)
+    task = build.task_from(cfg, tok)
     place = run.own(build.placement_from(cfg, estimator))
     engines, learner = build.start_workers(cfg, tok.pad_token_id, place)  # 1 learner actor, or N sharded ranks
     run.own(learner)

@@ -1,25 +1,32 @@
-"""Reward evaluation as Ray tasks, with timeouts, that never stops the run.
+"""Reward evaluation as Ray tasks, with timeouts: a failing sample is scored and counted, a failing
+function is loud.
 
 Each reward function is imported by the Ray worker itself from its recipe reference (no closures
 shipped), one task per function per batch. Inside the task the batch call runs under a SIGALRM
 deadline of `timeout_s`; if it raises or overruns, the samples are re-scored one at a time (each
 with its own deadline) so only the offending samples get `on_error`. Raises, NaN, non-numbers and
-timeouts are counted per function in the step metrics. A Ray-level backstop catches what a signal
-cannot interrupt (a hang inside C code) and kills the task.
+timeouts are counted per function in the step metrics (`reward_errors/<name>`). A Ray-level backstop
+catches what a signal cannot interrupt (a hang inside C code) and kills the task.
+
+Loud, not silent: the first failure of each function is printed once (its traceback and the sample),
+and a function failing on more than `rewards[i].max_error_fraction` (default 0.5) of a step's samples
+stops the run with exit code 2 (RewardFailure) instead of training on `on_error` scores.
 """
 from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
 from envs.rewards import load_reward
-from rl.config import RewardConfig
+from rl.config import ConfigError, RewardConfig
 
 BACKSTOP_GRACE_S = 60.0  # worker start-up under load; the reward's own deadline is enforced in-task
 
@@ -35,7 +42,6 @@ def resolve_spec(spec: str) -> str:
 
 def check_rewards(cfgs: list[RewardConfig]) -> None:
     """Loads every reward in the driver once, so a missing module fails before any rollout."""
-    from rl.config import ConfigError
     for i, c in enumerate(cfgs):
         try:
             load_reward(resolve_spec(c.fn), c.style)
@@ -66,34 +72,59 @@ def call_with_timeout(fn, timeout_s: float, *args, **kwargs):
 
 
 @ray.remote(num_cpus=0.25, max_retries=0)
-def _score_task(spec: str, style: str, prompts: list[str], completions: list[str], columns: dict,
-                timeout_s: float, on_error: float) -> tuple[list, int]:
-    """Scores a batch; if the batch call raises or overruns, scores one sample at a time so only
-    the offending samples get `on_error` (the per-sample pass stops after 3 x timeout_s in all)."""
-    fn = load_reward(spec, style)
+def _score_task(spec: str, style: str, prompts: list, completions: list, columns: dict,
+                timeout_s: float, on_error: float) -> tuple[list, int, dict | None]:
+    return score_batch(load_reward(spec, style), spec, prompts, completions, columns, timeout_s, on_error)
+
+
+def score_batch(fn, spec: str, prompts: list, completions: list, columns: dict, timeout_s: float,
+                on_error: float) -> tuple[list, int, dict | None]:
+    """Scores a batch with TRL's keyword call (`fn(prompts=, completions=, **columns)`); if the batch
+    call raises or overruns, scores one sample at a time so only the offending samples get `on_error`
+    (the per-sample pass stops after 3 x timeout_s in all). -> (scores, errors, the first failure:
+    {"error", "traceback", "prompt", "completion"} or None)."""
+    first = None
     try:
-        out = list(call_with_timeout(fn, timeout_s, prompts, completions, **columns))
+        out = list(call_with_timeout(fn, timeout_s, prompts=prompts, completions=completions, **columns))
         if len(out) != len(completions):
             raise ValueError(f"reward {spec!r} returned {len(out)} scores for {len(completions)} samples")
         cleaned = [_clean(v, on_error) for v in out]
-        return [v for v, _ in cleaned], sum(e for _, e in cleaned)
-    except Exception:  # noqa: BLE001 - a plug-in may fail in any way; it must not stop the run
+        if not any(e for _, e in cleaned):
+            return [v for v, _ in cleaned], 0, None
+        i = next(i for i, (_, e) in enumerate(cleaned) if e)
+        first = _failure(ValueError(f"returned {out[i]!r}, not a finite number or None"), prompts[i], completions[i])
+        return [v for v, _ in cleaned], sum(e for _, e in cleaned), first
+    except Exception:  # noqa: BLE001 - a plug-in may fail in any way; re-scored one sample at a time
         pass
     values, n_err, deadline = [], 0, time.monotonic() + 3 * timeout_s
     for i, (p, o) in enumerate(zip(prompts, completions)):
         left = deadline - time.monotonic()
         try:
             if left <= 0:
-                raise RewardTimeout("per-sample budget spent")
-            one = list(call_with_timeout(fn, min(timeout_s, left), [p], [o], **{k: [v[i]] for k, v in columns.items()}))
+                raise RewardTimeout(f"per-sample budget of 3 x {timeout_s} s spent")
+            one = list(call_with_timeout(fn, min(timeout_s, left), prompts=[p], completions=[o],
+                                         **{k: [v[i]] for k, v in columns.items()}))
             if len(one) != 1:  # a result of the wrong length is an error, not its first element
                 raise ValueError(f"reward {spec!r} returned {len(one)} scores for 1 sample")
             v, err = _clean(one[0], on_error)
-        except Exception:  # noqa: BLE001
+            if err and first is None:
+                first = _failure(ValueError(f"returned {one[0]!r}, not a finite number or None"), p, o)
+        except Exception as e:  # noqa: BLE001
             v, err = on_error, True
+            first = first or _failure(e, p, o)
         values.append(v)
         n_err += err
-    return values, n_err
+    return values, n_err, first
+
+
+def _failure(e: BaseException, prompt, completion) -> dict:
+    return {"error": f"{type(e).__name__}: {e}", "prompt": prompt, "completion": completion,
+            "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__))}
+
+
+class RewardFailure(ConfigError):
+    """A reward function failed on more than `max_error_fraction` of a step's samples: the run stops
+    (exit 2) instead of training on `on_error` scores."""
 
 
 @dataclass
@@ -114,16 +145,55 @@ def reward_names(cfgs: list[RewardConfig]) -> list[str]:
     return names
 
 
-def score(cfgs: list[RewardConfig], prompts: list[str], completions: list[str], columns: dict) -> RewardResult:
+def example_columns(examples: list, idx: list[int]) -> dict[str, list]:
+    """The dataset columns of examples[idx], one value per sample, as reward functions get them by name;
+    `answer` is the reference answer (from `task.answer_column`)."""
+    columns = {"answer": [examples[g].answer for g in idx]}
+    for k in {k for ex in examples for k in ex.columns}:
+        if k not in ("prompts", "completions", "completion_ids"):
+            columns[k] = [examples[g].columns.get(k) for g in idx]
+    return columns
+
+
+def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], columns: dict,
+          completion_ids: list[list[int]] | None = None) -> RewardResult:
+    """Every reward function on the samples (TRL's contract: keyword arguments; for conversational
+    prompts, completions as [{"role": "assistant", "content": text}]). The first failure of each
+    function is printed once with its traceback; a function failing on more than its
+    `max_error_fraction` of the samples raises RewardFailure."""
+    if any(not isinstance(p, str) for p in prompts):
+        completions = [[{"role": "assistant", "content": t}] for t in completions]
+    if completion_ids is not None:
+        columns = {**columns, "completion_ids": completion_ids}
     refs = [_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
                                c.on_error) for c in cfgs]
-    per_fn, errors = {}, {}
+    per_fn, errors, n = {}, {}, len(completions)
     for name, c, ref in zip(reward_names(cfgs), cfgs, refs):
-        per_fn[name], errors[name] = _collect(c, ref, len(completions))
+        per_fn[name], errors[name], first = _collect(c, ref, n)
+        _report(name, c, errors[name], n, first)
     total = []
-    for i in range(len(completions)):
-        total.append(sum(c.weight * per_fn[n][i] for n, c in zip(per_fn, cfgs) if per_fn[n][i] is not None))
+    for i in range(n):
+        total.append(sum(c.weight * per_fn[k][i] for k, c in zip(per_fn, cfgs) if per_fn[k][i] is not None))
     return RewardResult(total=total, per_fn=per_fn, errors=errors)
+
+
+_REPORTED: set[str] = set()  # reward specs whose first failure this process has printed
+
+
+def _report(name: str, c: RewardConfig, n_err: int, n: int, first: dict | None) -> None:
+    if not n_err:
+        return
+    what = first["error"] if first else "timed out or crashed its worker (killed by the backstop)"
+    where = (f"\n  on prompt {str(first['prompt'])[:200]!r}\n  completion {str(first['completion'])[:200]!r}"
+             if first else "")
+    if n_err > c.max_error_fraction * n:
+        raise RewardFailure(f"rewards: {c.fn!r} failed on {n_err} of {n} samples (more than max_error_fraction="
+                            f"{c.max_error_fraction}): {what}{where}" + (f"\n{first['traceback']}" if first else ""))
+    if c.fn not in _REPORTED:
+        _REPORTED.add(c.fn)
+        print(f"reward {name} ({c.fn}) failed on {n_err} of {n} samples, scored on_error={c.on_error} (printed "
+              f"once; counted in reward_errors/{name}): {what}{where}\n{first['traceback'] if first else ''}",
+              file=sys.stderr, flush=True)
 
 
 def _clean(v, on_error: float) -> tuple[float | None, bool]:
@@ -146,4 +216,4 @@ def _collect(c: RewardConfig, ref, n: int) -> tuple[list, int]:
         return ray.get(ref, timeout=4 * c.timeout_s + BACKSTOP_GRACE_S)
     except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError):
         ray.cancel(ref, force=True)
-        return [c.on_error] * n, n
+        return [c.on_error] * n, n, None

@@ -30,7 +30,8 @@ def checkpoint_weights(ckpt: Path, model_name: str) -> dict:
 
 def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = None) -> dict:
     init_ray(address)
-    task, tok = build.task_from(cfg), load_tokenizer(cfg.model.name)
+    tok = load_tokenizer(cfg.model.name)
+    task = build.task_from(cfg, tok)
     place = build.placement_from(cfg, engines=1)
     engine = build.engine_from(cfg, **place.options("engine"))
     if checkpoint:
