@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(SUBCOMMANDS[argv[0]][0], argv[1:])
     except ConfigError as e:
-        print(f"rl: config error: {e}", file=sys.stderr)
+        print(f"rl: {e.label}: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("rl: interrupted; `rl train RECIPE --resume` continues from the last checkpoint", file=sys.stderr)

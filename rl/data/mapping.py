@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 
 class ConfigError(ValueError):
-    """A recipe problem, reported as one line naming the key."""
+    """A recipe problem, reported as one line naming the key (`rl: config error: ...`, exit 2)."""
+    label = "config error"
 
 
 def _type_name(tp: Any) -> str:

@@ -125,6 +125,7 @@ def _failure(e: BaseException, prompt, completion) -> dict:
 class RewardFailure(ConfigError):
     """A reward function failed on more than `max_error_fraction` of a step's samples: the run stops
     (exit 2) instead of training on `on_error` scores."""
+    label = "reward error"
 
 
 @dataclass

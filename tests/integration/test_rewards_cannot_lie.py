@@ -9,8 +9,8 @@ PLUGINS = Path(__file__).parent.parent / "fixtures" / "reward_plugins.py"
 
 
 def test_wrong_length_and_non_numbers_are_errors(ray_local):
-    cfgs = [RewardConfig(fn=f"{PLUGINS}:three_scores", on_error=-1.0),
-            RewardConfig(fn=f"{PLUGINS}:strings_and_bools", on_error=-1.0)]
+    cfgs = [RewardConfig(fn=f"{PLUGINS}:three_scores", on_error=-1.0, max_error_fraction=1.0),
+            RewardConfig(fn=f"{PLUGINS}:strings_and_bools", on_error=-1.0, max_error_fraction=1.0)]
     out = score(cfgs, ["p"] * 4, ["a", "b", "c", "d"], {})
     assert out.per_fn["three_scores"] == [-1.0] * 4 and out.errors["three_scores"] == 4
     assert out.per_fn["strings_and_bools"] == [-1.0] * 4 and out.errors["strings_and_bools"] == 4
