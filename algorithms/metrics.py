@@ -9,7 +9,7 @@ from torch import Tensor
 
 from algorithms.segments import masked_mean
 
-__all__ = ["explained_variance"]
+__all__ = ["clip_fractions", "explained_variance"]
 
 
 def explained_variance(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
@@ -33,3 +33,17 @@ def explained_variance(pred: Tensor, target: Tensor, mask: Tensor | None = None)
         return float("nan")
     var_resid = masked_mean((resid - masked_mean(resid, m)) ** 2, m)
     return float(1 - var_resid / var_target)
+
+
+def clip_fractions(clipped: Tensor, advantages: Tensor, mask: Tensor, num_tokens: float) -> dict[str, float]:
+    """The share of tokens where a clip decided the loss, split by side (TRL's clip_ratio/low and /high,
+    verl's pg_clipfrac_lower): `high` where A > 0 (the ratio hit 1 + eps_high), `low` where A < 0 (the
+    ratio hit 1 - eps_low, or the dual clip). Fractions of `num_tokens` (the step's token count).
+
+    Shapes: clipped, mask [S, T]; advantages [S] (one per sample) or [S, T] -> {clip_frac, clip_frac/low,
+    clip_frac/high}. Example: clipped all True, A = [1, -1], T = 1 -> {1.0, 0.5, 0.5} with num_tokens 2.
+    """
+    adv = advantages if advantages.dim() == 2 else advantages[:, None].expand_as(clipped)
+    c = clipped.bool() & mask.bool()
+    return {"clip_frac": float(c.sum()) / num_tokens, "clip_frac/low": float((c & (adv < 0)).sum()) / num_tokens,
+            "clip_frac/high": float((c & (adv > 0)).sum()) / num_tokens}

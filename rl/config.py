@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 import yaml
 
-from rl.config_sections import CodingConfig, ControlConfig, DPOConfig, check_dpo
+from rl.config_sections import CodingConfig, ControlConfig, DPOConfig, LoraConfig, check_dpo, check_lora
+from rl.config_rewards import JudgeConfig, RewardConfig, check_rewards_config
 from rl.data.mapping import ConfigError, build, list_index, load_yaml_mapping, parse_override_value
 
-__all__ = ["CodingConfig", "ControlConfig", "DPOConfig", "check_dpo"]  # re-exported: the one tree
+__all__ = ["CodingConfig", "ControlConfig", "DPOConfig", "JudgeConfig", "RewardConfig", "check_dpo"]  # re-exported: the one tree
 
 
 RENAMED = {"allocation.n_low": "allocation.min_samples_per_prompt",
@@ -28,7 +29,12 @@ class RunConfig:
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 0
-    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online with WANDB_API_KEY
+    wandb_project: str = "rl"
+    wandb_entity: str | None = None
+    wandb_tags: list[str] = field(default_factory=list)
+    wandb_group: str | None = None  # sweeps put their trials in one group (the sweep's name)
+    log_generations_every_steps: int = 10  # a wandb.Table of sampled prompts/completions/rewards; 0 = never
     checkpoint_every_steps: int = 10
     keep_checkpoints: int = 2
     max_restarts: int = 2  # a run whose actor dies (e.g. an OOM-killed learner) resumes from its last checkpoint
@@ -40,6 +46,7 @@ class ModelConfig:
     name: str = "smollm2-135m"  # smollm2-135m | tiny-llama | local HF folder | hub id
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # compute dtype (engines, forward)
     master_dtype: Literal["float32", "bfloat16"] = "float32"  # learner weights + AdamW state
+    lora: LoraConfig | None = None  # set: only LoRA adapters train and sync (base frozen in `dtype`)
 
 
 @dataclass
@@ -58,16 +65,6 @@ class TaskConfig:
     max_prompt_tokens: int | None = None  # drop prompts longer than this after the chat template
     system_prompt: str | None = None
     prompt_template: str = "What is {a} {op} {b}? Reply with only the final number."
-
-
-@dataclass
-class RewardConfig:
-    fn: str = "exact_match"  # built-in name, package.module:function or path/file.py:function
-    weight: float = 1.0
-    style: Literal["trl", "verl"] = "trl"
-    timeout_s: float = 10.0
-    on_error: float = 0.0  # score for a sample whose reward raised, returned NaN or timed out
-    max_error_fraction: float = 0.5  # a step where more of the samples fail stops the run (exit 2)
 
 
 @dataclass
@@ -249,7 +246,7 @@ def apply_override(data: dict, dotted: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"{key}: {part!r} is inside a value that is not a section")
         if part == "rewards" and part not in node:
-            node[part] = [dataclasses.asdict(RewardConfig())]
+            node[part] = [{}]  # the default reward (exact_match); `rewards.0.model=...` replaces it
         node = node.setdefault(part, {})
     last = parts[-1]
     if isinstance(node, list):
@@ -286,9 +283,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be > 0, got {v}")
     if cfg.task.max_prompt_tokens is not None and cfg.task.max_prompt_tokens <= 0:
         raise ConfigError(f"task.max_prompt_tokens: must be > 0 tokens, got {cfg.task.max_prompt_tokens}")
-    for i, r in enumerate(cfg.rewards):
-        if not 0.0 <= r.max_error_fraction <= 1.0:
-            raise ConfigError(f"rewards.{i}.max_error_fraction: must be in [0, 1], got {r.max_error_fraction}")
+    check_rewards_config(cfg.rewards)
+    if cfg.run.log_generations_every_steps < 0:
+        raise ConfigError(f"run.log_generations_every_steps: must be >= 0 (0 = never), got "
+                          f"{cfg.run.log_generations_every_steps}")
     if cfg.run.max_restarts < 0:
         raise ConfigError(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
     for key, v in (("trainer.max_grad_norm", cfg.trainer.max_grad_norm), ("control.max_grad_norm", cfg.control.max_grad_norm)):
@@ -299,10 +297,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"trainer.lr: must be > 0, got {cfg.trainer.lr}")
     if cfg.rollout.temperature <= 0:
         raise ConfigError("rollout.temperature: must be > 0 (use a small value for near-greedy)")
-    if not cfg.rewards:
-        raise ConfigError("rewards: at least one reward function is needed")
     if cfg.algorithm.name == "dpo":
         check_dpo(cfg.dpo)
+    if cfg.model.lora is not None:
+        check_lora(cfg.model.lora, cfg.algorithm.name, cfg.resources.learner.num_actors, cfg.sync.transport)
     if cfg.resources.learner.num_actors > 1:
         _check_sharded(cfg)
     _check_actor_counts(cfg.resources, cfg)

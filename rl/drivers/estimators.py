@@ -26,7 +26,8 @@ class GroupEstimator:
         self.adv_fn, self.actors = adv_fn, []
 
     def advantages(self, batch) -> tuple[torch.Tensor, dict]:
-        return self.adv_fn(batch.rewards, batch.group_ids), {}
+        adv = self.adv_fn(batch.rewards, batch.group_ids)
+        return adv, {"advantage/mean": float(adv.mean()), "advantage/std": float(adv.std()) if len(adv) > 1 else 0.0}
 
     def update(self, batch) -> list:
         return []
@@ -68,7 +69,8 @@ class CriticEstimator:
         metrics = {"critic/value_mean": float((values * m).sum() / n),
                    "critic/return_mean": float((returns * m).sum() / n),
                    "critic/explained_variance": explained_variance(values, returns, mask),
-                   "advantage/mean": float((adv * m).sum() / n)}
+                   "advantage/mean": float((adv * m).sum() / n),
+                   "advantage/std": float((((adv - (adv * m).sum() / n) ** 2) * m).sum() / n) ** 0.5}
         if kl is not None:
             metrics["kl_penalty/mean"] = float(kl.sum() / n)
         return (masked_whiten(adv, mask) if self.whiten else adv), metrics

@@ -128,7 +128,9 @@ def rollout_step(engines: list, encode, examples: list[Example], plan: Allocatio
     for g, r, t in zip(group, total.tolist(), texts):
         per_prompt[g].append(r)
         texts_per[g].append(t)
+    prompt_len = [len(r.prompt_ids) for r in requests]
     metrics = {**_metrics(total, lengths, completions, result, success_threshold, t_gen),
+               "prompt_length/mean": sum(prompt_len) / len(prompt_len), "prompt_length/max": max(prompt_len),
                "time/reward_s": time.time() - t0 - t_gen}
     if plan.length_budget:
         metrics["length_budget_tokens"] = plan.length_budget[0]

@@ -2,7 +2,10 @@
 
 Every driver (GRPO, PPO, DPO, control PPO) writes through `RunLogger`, so `runs/<name>/` looks the
 same whatever trained. wandb runs online when WANDB_API_KEY is set and offline otherwise; it is
-skipped silently when the package is missing or `wandb_mode="disabled"`.
+skipped silently when the package is missing or `wandb_mode="disabled"`. The wandb run id is kept in
+`runs/<name>/wandb_id.txt`: `--resume` and the automatic restarts continue the same wandb run
+(`resume="allow"`); a fresh run starts a new one. Every `generations_every_steps` steps a
+`wandb.Table` of sampled prompts, completions and rewards is logged as `generations`.
 
 Example:
     logger = RunLogger(Path("runs/demo"), config_dict)
@@ -14,6 +17,7 @@ import json
 import math
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,8 @@ from rl.data.records import append_jsonl, read_jsonl
 
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], wandb_mode: str = "auto",
-                 project: str = "rl", group: str | None = None, resume: bool = False, callbacks: list = ()):
+                 project: str = "rl", group: str | None = None, resume: bool = False, callbacks: list = (),
+                 entity: str | None = None, tags: list[str] = (), generations_every_steps: int = 0):
         """callbacks: fn(step, row) called on every logged step (e.g. a sweep's Ray Tune reporter)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +39,10 @@ class RunLogger:
                 path.unlink(missing_ok=True)
         self._fh = open(self.metrics_path, "a", buffering=1)
         self.callbacks = list(callbacks)
-        self._wandb = _start_wandb(self.run_dir, config, wandb_mode, project, group)
+        self.generations_every_steps = generations_every_steps
+        self._wandb = _start_wandb(self.run_dir, config, wandb_mode, resume,
+                                   dict(project=project, entity=entity, tags=list(tags) or None,
+                                        group=group or os.environ.get("WANDB_RUN_GROUP")))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, "time": time.time(), **{k: _num(v) for k, v in metrics.items()}}
@@ -62,6 +70,9 @@ class RunLogger:
     def log_rollouts(self, step: int, prompts: list[dict]) -> None:
         """Per-prompt outcomes of a step ({key, prompt, rewards}); the data V0 and analyses train on."""
         append_jsonl(self.rollouts_path, ({"step": step, **p} for p in prompts))
+        every = self.generations_every_steps
+        if self._wandb is not None and every and step % every == 0:
+            self._wandb.log({"generations": generations_table(step, prompts)}, step=step)
 
     def close(self, keys: list[str] | None = None) -> Path | None:
         self._fh.close()
@@ -79,7 +90,8 @@ def _num(v: Any) -> Any:
     return v
 
 
-def _start_wandb(run_dir: Path, config: dict, mode: str, project: str, group: str | None):
+def _start_wandb(run_dir: Path, config: dict, mode: str, resume: bool, settings: dict):
+    """wandb.init with the run's id kept in run_dir/wandb_id.txt: a resumed run continues it."""
     if mode == "disabled":
         return None
     try:
@@ -89,8 +101,26 @@ def _start_wandb(run_dir: Path, config: dict, mode: str, project: str, group: st
     if mode == "auto":
         mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(project=project, name=run_dir.name, group=group, dir=str(run_dir),
-                      config=config, mode=mode, reinit="finish_previous")
+    id_file = run_dir / "wandb_id.txt"
+    if not (resume and id_file.exists()):
+        id_file.write_text(uuid.uuid4().hex[:12])  # wandb ids: letters and digits
+    return wandb.init(id=id_file.read_text().strip(), resume="allow", name=run_dir.name, dir=str(run_dir),
+                      config=config, mode=mode, reinit="finish_previous", **settings)
+
+
+GENERATION_ROWS = 32  # samples per generations table
+
+
+def generations_table(step: int, prompts: list[dict]):
+    """A wandb.Table (step, prompt, completion, reward) of up to GENERATION_ROWS samples of a step;
+    prompts: {key, prompt, rewards, completions} per prompt, as in rollouts.jsonl."""
+    import wandb
+    table = wandb.Table(columns=["step", "key", "prompt", "completion", "reward"])
+    rows = [(p, c, r) for p in prompts for c, r in zip(p["completions"], p["rewards"])]
+    for p, c, r in rows[:GENERATION_ROWS]:
+        prompt = p["prompt"] if isinstance(p["prompt"], str) else json.dumps(p["prompt"])
+        table.add_data(step, str(p["key"]), prompt, c, float(r))
+    return table
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -46,8 +46,11 @@ class Run:
             raise ConfigError(f"--resume: no checkpoint under {self.ckpt.root} to resume from")
         self.state = json.loads((self._path / "driver.json").read_text()) if self._path else None
         self.start = int(self.state["next_step"]) if self.state else 0
-        self.logger = RunLogger(self.dir, config if config is not None else to_dict(cfg), cfg.run.wandb_mode,
-                                resume=self.state is not None, callbacks=list(callbacks))
+        r = cfg.run
+        self.logger = RunLogger(self.dir, config if config is not None else to_dict(cfg), r.wandb_mode,
+                                project=r.wandb_project, group=r.wandb_group, resume=self.state is not None,
+                                callbacks=list(callbacks), entity=r.wandb_entity, tags=r.wandb_tags,
+                                generations_every_steps=r.log_generations_every_steps)
         if self.state is not None:
             self.logger.truncate_after(self.start - 1)
         self.summary: dict = dict(self.state.get("summary", {})) if self.state else {}

@@ -45,7 +45,7 @@ def run_trial(params: dict, setup: dict) -> None:
     name = tune.get_context().get_trial_name()
     cfg = trial_config(setup["base"], setup["overrides"], params)
     cfg.run.output_dir, cfg.run.name, cfg.run.progress_bar = setup["sweep_dir"], name, False
-    os.environ["WANDB_RUN_GROUP"] = setup["name"]  # wandb.init reads it: the trials share a group
+    cfg.run.wandb_group = cfg.run.wandb_group or setup["name"]  # the trials share a wandb group
     last: dict[str, Any] = {}
     pending: list[dict] = []
 

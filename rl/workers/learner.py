@@ -21,6 +21,7 @@ import torch
 from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import approx_kl, kl_penalty
 from algorithms.losses import POLICY_LOSSES
+from algorithms.metrics import clip_fractions
 from rl.types import RolloutBatch
 from rl.workers.devices import actor_device, compute_autocast, move_state, peak_memory_mb, placement_info
 from rl.workers.models import load_model, load_tokenizer
@@ -196,7 +197,7 @@ class Learner:
             m.update({
                 "loss": float(loss.detach()),
                 "entropy": float((entropy * mask).sum()) / num_tokens,
-                "clip_frac": float((clipped.float() * mask).sum()) / num_tokens,
+                **clip_fractions(clipped, adv, mask, num_tokens),
                 "approx_kl": float(approx_kl(logp.detach(), micro.logprobs, mask)) * tok_share,
                 "logprob_mismatch": float(diff.abs().sum()) / num_tokens,
                 "tokens_share": tok_share,
