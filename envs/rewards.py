@@ -80,6 +80,13 @@ def answer_tag_format(prompts: list[str], completions: list[str], **_) -> list[f
     return [1.0 if len(re.findall(r"<answer>.*?</answer>", _text(c), re.S)) == 1 else 0.0 for c in completions]
 
 
+@REWARDS.register("text_length")
+def text_length(prompts: list[str], completions: list[str], **_) -> list[float]:
+    """min(1, characters / 64): longer text scores higher. A signal even a random tiny model can learn
+    (its EOS probability moves), so quick examples (the tiny sweep) show training doing something."""
+    return [min(1.0, len(_text(c)) / 64) for c in completions]
+
+
 @REWARDS.register("length_triangular")
 def length_triangular(prompts: list[str], completions: list[str], completion_tokens: list[int],
                       length_budget: list[int] | None = None, **_) -> list[float | None]:
