@@ -12,10 +12,12 @@ from typing import Any, Literal
 import yaml
 
 from rl.config_sections import CodingConfig, ControlConfig, DPOConfig, LoraConfig, check_dpo, check_lora
+from rl.config_sections import SFTConfig, check_sft
 from rl.config_rewards import JudgeConfig, RewardConfig, check_rewards_config
+from rl.config_ranges import check_ranges
 from rl.data.mapping import ConfigError, build, list_index, load_yaml_mapping, parse_override_value
 
-__all__ = ["CodingConfig", "ControlConfig", "DPOConfig", "JudgeConfig", "RewardConfig", "check_dpo"]  # re-exported: the one tree
+__all__ = ["CodingConfig", "ControlConfig", "DPOConfig", "JudgeConfig", "RewardConfig", "SFTConfig", "check_dpo"]  # re-exported: the one tree
 
 
 RENAMED = {"allocation.n_low": "allocation.min_samples_per_prompt",
@@ -86,7 +88,7 @@ class RolloutConfig:
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "grpo"  # driver: grpo | ppo | dpo | coding_grpo | control_ppo
+    name: str = "grpo"  # driver: grpo | ppo | dpo | sft | coding_grpo | control_ppo
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
     policy_loss: str = "ppo"  # POLICY_LOSSES (algorithms/losses.py): ppo = clipped surrogate, clip-higher, dual-clip
     loss_aggregation: str = "token-mean"
@@ -225,6 +227,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)  # classic-control PPO only
     critic: CriticConfig = field(default_factory=CriticConfig)  # LLM PPO only
     dpo: DPOConfig = field(default_factory=DPOConfig)  # DPO only
+    sft: SFTConfig = field(default_factory=SFTConfig)  # SFT only
     coding: CodingConfig = field(default_factory=CodingConfig)  # multi-turn coding RL only
 
 
@@ -299,6 +302,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("rollout.temperature: must be > 0 (use a small value for near-greedy)")
     if cfg.algorithm.name == "dpo":
         check_dpo(cfg.dpo)
+    if cfg.algorithm.name == "sft":
+        check_sft(cfg.sft)
     if cfg.model.lora is not None:
         check_lora(cfg.model.lora, cfg.algorithm.name, cfg.resources.learner.num_actors, cfg.sync.transport)
     if cfg.resources.learner.num_actors > 1:
@@ -315,6 +320,7 @@ def validate(cfg: Config) -> None:
         if not Path(cfg.allocation.v0_predictor).exists():
             raise ConfigError(f"allocation.v0_predictor: {cfg.allocation.v0_predictor!r} not found "
                               "(train one with `rl value train runs/<name>/rollouts.jsonl --out v0.pt`)")
+    check_ranges(cfg)
 
 
 

@@ -41,6 +41,9 @@ def _coerce(value: Any, tp: Any, path: str, renamed: dict) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
         return build(tp, value, path, renamed)
     if origin in (typing.Union, types.UnionType):
+        section = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(section) == 1:  # `Section | None` given a mapping: its own errors
+            return build(section[0], value, path, renamed)
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, path, renamed)
@@ -99,20 +102,58 @@ def build(cls: type, data: dict, path: str = "", renamed: dict[str, str] | None 
 
 
 def load_yaml_mapping(path, kind: str, shape: str) -> dict:
-    """A YAML file that must hold a mapping; a missing file, bad YAML or another shape is a ConfigError.
+    """A YAML file that must hold a non-empty mapping; a missing, unreadable or empty file, bad YAML (with
+    its line and column), a duplicated key or another shape is a ConfigError.
     kind: "recipe" | "sweep spec"; shape: what the mapping holds, for the error."""
     import yaml
     from pathlib import Path
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{kind} {str(path)!r} not found")
+    if path.is_dir():
+        raise ConfigError(f"{kind} {str(path)!r} is a folder, not a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a {kind} is a YAML file") from None
+    try:
+        data = yaml.load(text, Loader=_loader())  # safe_load, refusing duplicate keys
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({e.problem or e.context})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        raise ConfigError(f"{path}: the {kind} is empty (write at least one section; an empty mapping {{}} "
+                          "means all defaults)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {kind} is a mapping of {shape}")
     return data
+
+
+def _unique_mapping(loader, node, deep=False):
+    import yaml
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}; the second would silently "
+                f"replace it)", mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _loader():
+    """yaml.SafeLoader with duplicate mapping keys refused."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+    return UniqueKeyLoader
 
 
 def parse_override_value(raw: str):
