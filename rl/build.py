@@ -220,8 +220,13 @@ def start_workers(cfg: Config, pad_id: int, place: Placement):
                   loss=loss_settings(cfg), num_threads=local_threads(), pad_id=pad_id, master_dtype=cfg.model.master_dtype,
                   gradient_checkpointing=t.gradient_checkpointing)
     name = f"learner-{uuid.uuid4().hex[:12]}" if n == 1 else None
+    actor_class = LearnerActor
+    if cfg.model.lora is not None:  # adapters only (rl/workers/lora.py); validated to one learner
+        from rl.workers.lora import LoraLearnerActor, LoraSettings
+        lo = cfg.model.lora
+        actor_class, kwargs["lora"] = LoraLearnerActor, LoraSettings(lo.r, lo.alpha, lo.dropout, tuple(lo.target_modules))
     if n == 1:
-        learner = ActorLearner(LearnerActor.options(name=name, **place.options("learner")).remote(cfg.model.name, **kwargs))
+        learner = ActorLearner(actor_class.options(name=name, **place.options("learner")).remote(cfg.model.name, **kwargs))
     else:
         r = place.roles["learner"]
         opts = rank_options(place, "learner", n)

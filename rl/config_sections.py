@@ -79,6 +79,34 @@ class ControlConfig:
     def num_updates(self) -> int:  # 0 max_updates: as many as total_env_steps allows
         return min(max(1, self.total_env_steps // self.samples_per_update), self.max_updates or 1 << 62)
 
+@dataclass
+class LoraConfig:
+    """`model.lora`: LoRA adapters W = W0 + (alpha / r) * B @ A on the named linear layers; only the
+    adapters train and sync (rl/workers/lora.py, rollout/lora.py)."""
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def check_lora(lora: LoraConfig, algorithm: str, learner_actors: int, transport: str) -> None:
+    """Checks of `model.lora` (validated when it is set)."""
+    if lora.r <= 0:
+        raise ConfigError(f"model.lora.r: must be > 0, got {lora.r}")
+    if not lora.alpha > 0:
+        raise ConfigError(f"model.lora.alpha: must be > 0, got {lora.alpha}")
+    if not 0.0 <= lora.dropout < 1.0:
+        raise ConfigError(f"model.lora.dropout: must be in [0, 1), got {lora.dropout}")
+    if not lora.target_modules:
+        raise ConfigError("model.lora.target_modules: name at least one module (e.g. [q_proj, v_proj])")
+    if algorithm not in ("grpo", "ppo", "coding_grpo"):
+        raise ConfigError(f"model.lora: LoRA runs with algorithm.name grpo, ppo or coding_grpo, not {algorithm!r} yet")
+    if learner_actors != 1:
+        raise ConfigError(f"model.lora: LoRA runs on one learner; resources.learner.num_actors is {learner_actors}")
+    if transport not in ("object_store", "broadcast"):
+        raise ConfigError(f"model.lora: adapters sync over sync.transport object_store or broadcast, not {transport!r}")
+
+
 def check_dpo(d: DPOConfig) -> None:
     """Cross-field checks of the `dpo:` section (validated when `algorithm.name: dpo`)."""
     if (d.pairs_path is None) == (d.from_rollouts is None):

@@ -2,8 +2,9 @@
 
 A checkpoint written by this version already holds one (CHECKPOINT/hf/, copied as it is); an older one
 holds only learner.pt, whose weights are loaded into the run's model (`model.name` from the run's
-config.yaml) and saved with `save_pretrained`. The folder loads with `AutoModelForCausalLM.from_pretrained`,
-with the vllm engine, and as `model.name` of a new recipe.
+config.yaml) and saved with `save_pretrained`; a LoRA checkpoint (learner.pt + adapter/) gets its
+adapters merged into that base, W0 + (alpha / r) * B @ A, so no peft is needed to load it. The folder
+loads with `AutoModelForCausalLM.from_pretrained`, with the vllm engine, and as `model.name` of a new recipe.
 Example: rl export runs/quickstart/checkpoints/step-000029 exported/quickstart
 """
 from __future__ import annotations
@@ -30,8 +31,12 @@ def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
     import torch
 
     from rl.workers.learner import save_hf_folder
+    from rl.workers.lora import export_merged, is_lora_checkpoint
     from rl.workers.models import load_model
     cfg = yaml.safe_load(config.read_text())
+    if is_lora_checkpoint(ckpt):  # adapters only: merged into the base the run trained on
+        m = cfg["model"]
+        return export_merged(ckpt, out, m["name"], m.get("dtype", "float32"), int(cfg["run"]["seed"]))
     name, dtype = cfg["model"]["name"], cfg["model"].get("master_dtype", "float32")
     model = load_model(name, dtype, seed=int(cfg["run"]["seed"]))
     model.load_state_dict(torch.load(ckpt / "learner.pt", weights_only=False, map_location="cpu")["model"])

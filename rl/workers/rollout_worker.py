@@ -11,6 +11,7 @@ from rl.workers.models import load_policy, load_tokenizer, policy_folder
 from rl.workers.ray_setup import local_threads
 from rollout.delta_sync import DeltaReceiver, DeltaUpdate, bf16_crcs
 from rollout.engines import ENGINES
+from rollout.lora import LoraMerger, LoraUpdate, target_names
 from rl.workers.realloc import ReallocPeer
 from rollout.transport import SyncGroup, default_backend, rebuild_payload
 from rollout.types import Completion, GenerationRequest
@@ -32,6 +33,7 @@ class EngineWorker(ReallocPeer):
                  share_prefill: bool = True, max_batch_samples: int = 256, engine_kwargs: dict | None = None,
                  learner_name: str | None = None):
         torch.set_num_threads(local_threads())
+        self._base_source, self._lora = (model_name, dtype, seed), None
         builder = ENGINES.get(engine)
         if engine == "vllm":  # vLLM loads from a folder; it gets the same weights the learner starts from
             self.engine = builder(policy_folder(model_name, dtype, seed), load_tokenizer(model_name),
@@ -61,6 +63,8 @@ class EngineWorker(ReallocPeer):
     def update_weights(self, update, version: int, final: bool = True) -> int:
         """final=False: more buckets of this version follow (a sharded learner streams them one at a
         time); an engine that cannot take a subset (vllm reloads all at once) holds them until the last."""
+        if isinstance(update, LoraUpdate):  # LoRA: adapters in, merged weights W0 + s * B @ A out
+            update = self._lora_merger(update).merge(update)
         if isinstance(update, DeltaUpdate):
             buckets = self.receiver.apply(update)
         else:
@@ -73,6 +77,20 @@ class EngineWorker(ReallocPeer):
             buckets, self._staged = self._staged, []
         self.engine.update_weights(buckets, version)
         return version
+
+    def _lora_merger(self, update: LoraUpdate) -> LoraMerger:
+        """The base weights W0 the adapters merge into, kept from the first LoRA update on: an engine with
+        in-place weights (hf) keeps copies of the target weights it loaded; one that reloads whole models
+        (vllm) keeps the starting model's weights on the host and gets all of them merged each sync."""
+        if self._lora is None:
+            model = getattr(self.engine, "model", None)
+            if getattr(self.engine, "partial_updates", False) and model is not None:
+                params = dict(model.named_parameters())
+                self._lora = LoraMerger({n: params[n].detach().clone() for n in target_names(update)})
+            else:
+                base = load_policy(*self._base_source)[0]
+                self._lora = LoraMerger(dict(base.named_parameters()), emit_all=True)
+        return self._lora
 
     def join_sync_group(self, host: str, port: int, rank: int, world_size: int, backend: str,
                         timeout_s: float) -> int:

@@ -136,6 +136,8 @@ def sync_weights(learner, engines, version: int, sync, force_full: bool = False)
            "sync/mode": float(mode == "delta"), "sync/full": float(s["full"]),
            "sync/transport": {"object_store": 0.0, "broadcast": 1.0, "reshard": 2.0, "vllm": 3.0}[transport],
            "time/sync_encode_s": float(s["encode_s"]), **verified, "time/sync_s": time.time() - t0}
+    if "full_bytes" in s:  # adapter-only (LoRA) syncs: what a full sync of the same model would ship
+        out.update({"sync/full_bytes": float(s["full_bytes"]), "sync/bytes_ratio_vs_full": s["bytes"] / s["full_bytes"]})
     if recovered:
         out["sync/recovered"] = 1.0
     return out
