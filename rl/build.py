@@ -10,8 +10,6 @@ import uuid
 from functools import partial
 
 from algorithms.advantages import ADVANTAGE_ESTIMATORS
-from algorithms.aggregation import LOSS_AGGREGATIONS
-from algorithms.kl import KL_ESTIMATORS
 from allocation import ALLOCATORS
 from allocation.curriculum import linear_budget, n_drop_budget, step_exponential_budget
 from allocation.knapsack import KnapsackState
@@ -19,19 +17,19 @@ from allocation.v0_allocation import V0Allocator
 from envs.sources import prompt_text
 from envs.tasks import build_task
 from rl.config import Config, ConfigError
+from rl.startup import check_startup as check_names  # noqa: F401 - drivers call build.check_names
 from rl.data.prompts import PromptEncoder
 from rl.drivers.estimators import CriticEstimator, GroupEstimator
 from rl.drivers.evaluation import Evaluator
 from rl.drivers.experience import COLLECTORS, REWARD_SHAPERS, Experience, Sampling, rollout_step
-from rl.drivers.rewards import check_rewards
 from rl.workers.critic import CriticActor, ReferenceActor
 from rl.workers.learner import LearnerActor, LossSettings
 from rl.workers.learner_group import ActorLearner, LearnerGroup
 from rl.workers.placement import Placement, Role
 from rl.workers.ray_setup import local_threads
+from rl.workers.reward_model import RewardModelActor, RewardModels
 from rl.workers.rollout_worker import RolloutWorker
 from rl.workers.weight_sync import Phases
-from rollout.engines import ENGINES
 
 
 def _lookup(registry, key: str, name: str):
@@ -39,20 +37,6 @@ def _lookup(registry, key: str, name: str):
         return registry.get(name)
     except KeyError as e:
         raise ConfigError(f"{key}: {e}") from None
-
-
-def check_names(cfg: Config) -> None:
-    """Fails fast, before any actor starts, on names a registry does not know and rewards that do not load."""
-    from algorithms.losses import POLICY_LOSSES
-    al = cfg.algorithm
-    for key, reg, name in [("algorithm.loss_aggregation", LOSS_AGGREGATIONS, al.loss_aggregation),
-                           ("algorithm.kl_estimator", KL_ESTIMATORS, al.kl_estimator),
-                           ("algorithm.advantage", ADVANTAGE_ESTIMATORS, al.advantage),
-                           ("algorithm.policy_loss", POLICY_LOSSES, al.policy_loss),
-                           ("allocation.name", ALLOCATORS, cfg.allocation.name),
-                           ("rollout.engine", ENGINES, cfg.rollout.engine)]:
-        _lookup(registry=reg, key=key, name=name)
-    check_rewards(cfg.rewards)
 
 
 def task_from(cfg: Config, tokenizer=None):
@@ -136,10 +120,46 @@ def reward_shapers(cfg: Config) -> list:
                     cache_tokens=al.overlong_cache_tokens)]
 
 
-def experience_from(cfg: Config, engines: list, tok, task) -> Experience:
+def reward_models_from(cfg: Config) -> RewardModels:
+    """One actor per `rewards:` entry with `model:` (1 GPU each by default where the cluster has GPUs, else
+    CPU), loaded before any rollout; the driver's Run owns them and kills them by handle at the end."""
+    import ray
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    actors, refs = {}, {}
+    for i, r in enumerate(cfg.rewards):
+        if r.kind != "model":
+            continue
+        gpus = r.num_gpus if r.num_gpus is not None else (1.0 if has_gpus else 0.0)
+        actors[i] = RewardModelActor.options(num_cpus=r.num_cpus, num_gpus=gpus).remote(
+            r.model, label_index=r.label_index, output=r.output, batch_size=r.batch_size,
+            max_length_tokens=r.max_length_tokens, dtype=r.dtype, num_threads=local_threads())
+        refs[i] = actors[i].info.remote()
+    models = RewardModels(actors)
+    for i, ref in refs.items():
+        try:
+            ray.get(ref, timeout=cfg.resources.ready_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            models.close()
+            raise ConfigError(f"rewards.{i}.model: its actor was not ready within resources.ready_timeout_s="
+                              f"{cfg.resources.ready_timeout_s} s (it asks for {cfg.rewards[i].num_cpus} CPUs; "
+                              f"the cluster has {ray.available_resources()} free)") from None
+        except ray.exceptions.RayError as e:
+            models.close()
+            raise ConfigError(f"rewards.{i}.model: {cfg.rewards[i].model!r} did not load: {_root_cause(e)}") from None
+    return models
+
+
+def _root_cause(e: BaseException) -> str:
+    """The last line of a Ray error that names the exception (the actor's own error, not Ray's wrapping)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if "Error" in ln or "Exception" in ln]
+    return lines[-1] if lines else str(e).strip().splitlines()[-1]
+
+
+def experience_from(cfg: Config, engines: list, tok, task, reward_models: RewardModels | None = None) -> Experience:
     allocator = allocator_from(cfg, task)
     rollout = partial(rollout_step, sampling=sampling(cfg), rewards=cfg.rewards, shapers=reward_shapers(cfg),
-                      pad_id=tok.pad_token_id, success_threshold=cfg.allocation.success_threshold)
+                      pad_id=tok.pad_token_id, success_threshold=cfg.allocation.success_threshold,
+                      reward_models=reward_models)
     return Experience(engines, PromptEncoder(tok, cfg.task.system_prompt), task.sampler(cfg.run.seed), allocator,
                       allocator_state(allocator), rollout, prompts_per_step=cfg.trainer.prompts_per_step,
                       seed=cfg.run.seed, success_threshold=cfg.allocation.success_threshold)
@@ -152,11 +172,11 @@ def collector_from(cfg: Config):
     return COLLECTORS.get("single_draw")
 
 
-def evaluator_from(cfg: Config, engine, tok, task) -> Evaluator:
+def evaluator_from(cfg: Config, engine, tok, task, reward_models: RewardModels | None = None) -> Evaluator:
     e = cfg.eval
     return Evaluator(engine, PromptEncoder(tok, cfg.task.system_prompt), task.eval[: e.num_prompts], cfg.rewards[0],
                      max_new_tokens=e.max_new_tokens, pass_k=e.pass_k, seed=cfg.run.seed,
-                     threshold=cfg.allocation.success_threshold)
+                     threshold=cfg.allocation.success_threshold, reward_models=reward_models)
 
 
 # -- actors --------------------------------------------------------------------------------------
@@ -338,3 +358,33 @@ def dpo_learner_from(cfg: Config, pad_id: int, place: Placement):
     opts = rank_options(place, "learner", n)
     return DPOGroup(cfg.model.name, n, strategy=cfg.resources.learner.sharding, num_cpus=r.cpus, num_gpus=r.gpus,
                     timeout_s=cfg.sync.timeout_s, actor_options=opts, **kwargs)
+
+
+# -- SFT -----------------------------------------------------------------------------------------
+def sft_data(cfg: Config, tok):
+    """-> (train, held-out) TokenRows (train packed when `sft.packing`) and counts {sft/...}."""
+    from rl.data.sft import encode_conversations, load_conversations, split_conversations
+    s = cfg.sft
+    convs = load_conversations(s.path, s.split, s.messages_column, "sft.path")
+    if s.eval_path:
+        train_c, held_c = convs, load_conversations(s.eval_path, s.split, s.messages_column, "sft.eval_path")
+    else:
+        train_c, held_c = split_conversations(convs, s.eval_fraction, cfg.run.seed)
+    train = encode_conversations(tok, train_c, s.max_seq_tokens, cfg.task.system_prompt, s.packing)
+    held = encode_conversations(tok, held_c, s.max_seq_tokens, cfg.task.system_prompt)
+    if len(train) == 0:
+        raise ConfigError(f"sft.max_seq_tokens: no training conversation has an assistant token within "
+                          f"{s.max_seq_tokens} tokens")
+    return train, held, {"sft/train_conversations": len(train_c) - train.dropped, "sft/train_rows": len(train),
+                         "sft/held_out_conversations": len(held), "sft/dropped_too_long": train.dropped + held.dropped}
+
+
+def sft_learner_from(cfg: Config, pad_id: int, place: Placement):
+    """-> an ActorSFT (one SFT learner actor; sharded SFT learners are not built yet)."""
+    from rl.workers.sft_learner import ActorSFT, SFTLearnerActor
+    t = cfg.trainer
+    kwargs = dict(dtype=cfg.model.dtype, seed=cfg.run.seed, lr=t.lr, weight_decay=t.weight_decay,
+                  max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps,
+                  microbatch_sequences=cfg.sft.microbatch_sequences, num_threads=local_threads(), pad_id=pad_id,
+                  master_dtype=cfg.model.master_dtype, gradient_checkpointing=t.gradient_checkpointing)
+    return ActorSFT(SFTLearnerActor.options(**place.options("learner")).remote(cfg.model.name, **kwargs))

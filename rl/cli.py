@@ -83,16 +83,14 @@ def train_main(argv: list[str]) -> int:
         cfg = load_with_plan(args.recipe, args.plan, args.overrides)
     else:
         cfg = load_config(args.recipe, args.overrides)
+    from rl.startup import check_startup
+    check_startup(cfg)  # names, rewards, model and dataset sources: before anything starts
     if args.print_config:
         print(dump(cfg), end="")
         return 0
     from rl.drivers import DRIVERS
     from rl.run.restarts import run_with_restarts
-    try:
-        driver = DRIVERS.get(cfg.algorithm.name)
-    except KeyError as e:
-        raise ConfigError(f"algorithm.name: {e}") from None
-    run_with_restarts(driver, cfg, resume=args.resume, address=args.address)
+    run_with_restarts(DRIVERS.get(cfg.algorithm.name), cfg, resume=args.resume, address=args.address)
     return 0
 
 

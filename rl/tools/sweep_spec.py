@@ -235,7 +235,9 @@ def sample_values(dom: dict) -> list:
 def check_keys(spec: SweepSpec) -> Config:
     """Resolves the base + overrides, then each space key with each of its sample values, through the
     config loader: an unknown key or a wrong type fails here, before anything launches."""
+    from rl.startup import check_startup
     cfg = trial_config(spec.base, spec.overrides, {})
+    check_startup(cfg)
     for key, dom in spec.space.items():
         if key in spec.overrides:
             raise ConfigError(f"space.{key}: also fixed in overrides; keep it in one place")

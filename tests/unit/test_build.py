@@ -83,7 +83,8 @@ def test_group_estimator_by_name():
     batch = RolloutBatch.from_sequences([[1], [2]], [[5], [6], [7], [8]], [[0.0]] * 4, [0, 0, 1, 1],
                                         [1.0, 0.0, 1.0, 1.0], 2)
     adv, metrics = est.advantages(batch)
-    assert adv.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0]) and metrics == {} and est.actors == []
+    assert adv.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0]) and est.actors == []
+    assert metrics == {"advantage/mean": 0.0, "advantage/std": pytest.approx((2 / 3) ** 0.5)}  # sample std
     with pytest.raises(ConfigError, match="algorithm.advantage"):
         build.estimator_from(cfg("algorithm.advantage=grpoo"), "group", 2, None)
 

