@@ -58,3 +58,26 @@ def enc(tok):
 
     from rl.data.prefs import encode_pairs
     return encode_pairs(tok, PAIRS, max_length_tokens=128)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_placement_groups(request):
+    """Backstop between tests: a test that leaves its placement group behind (a failure before its own
+    cleanup ran) would starve every later test of CPUs and make them time out one after another. Its
+    groups are removed here (removing a group stops the actors placed in it) and the leak is reported
+    as a warning naming the test; tests still stop what they start by their own handles."""
+    yield
+    if "ray" not in sys.modules:
+        return
+    import ray
+    if not ray.is_initialized():
+        return
+    from ray._raylet import PlacementGroupID
+    from ray.util import placement_group_table, remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+    leaked = [pid for pid, row in placement_group_table().items() if row.get("state") in ("CREATED", "PENDING", "RESCHEDULING")]
+    for pid in leaked:
+        remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pid))))
+    if leaked:
+        import warnings
+        warnings.warn(f"{request.node.nodeid} left {len(leaked)} placement group(s) behind; removed them")
