@@ -35,6 +35,35 @@ class DPOConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised fine-tuning on chat conversations (`algorithm.name: sft`): loss on assistant tokens only."""
+    path: str | None = None  # .jsonl / .parquet, a datasets save_to_disk folder or a hub id
+    eval_path: str | None = None  # held-out conversations (None: an eval_fraction slice of `path`)
+    split: str = "train"  # the split of a datasets folder or hub id
+    messages_column: str = "messages"  # TRL conversational rows; or prompt + completion columns
+    max_seq_tokens: int = 512  # a conversation (or a packed row) is cut at this many tokens
+    packing: bool = False  # concatenate conversations into rows of max_seq_tokens (attention kept within each)
+    epochs: int = 1
+    max_steps: int | None = None  # cap on optimizer steps (None: epochs x ceil(train rows / sequences_per_step))
+    sequences_per_step: int = 8  # rows per optimizer step (a conversation, or a packed row)
+    microbatch_sequences: int = 8  # rows per forward/backward (gradient accumulation)
+    eval_fraction: float = 0.1  # held-out conversations when eval_path is not given
+
+
+def check_sft(s: SFTConfig) -> None:
+    """Cross-field checks of the `sft:` section (validated when `algorithm.name: sft`)."""
+    if s.path is None:
+        raise ConfigError("sft.path: give the conversations to train on (.jsonl, .parquet, datasets folder, hub id)")
+    for key in ("epochs", "max_seq_tokens", "sequences_per_step", "microbatch_sequences"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"sft.{key}: must be > 0, got {getattr(s, key)}")
+    if s.max_steps is not None and s.max_steps <= 0:
+        raise ConfigError(f"sft.max_steps: must be > 0 or null, got {s.max_steps}")
+    if not 0.0 <= s.eval_fraction < 1.0:
+        raise ConfigError(f"sft.eval_fraction: must be in [0, 1), got {s.eval_fraction}")
+
+
+@dataclass
 class ControlConfig:
     """Classic-control PPO (`algorithm.name: control_ppo`). Co-scaling rule (Beukman et al. 2026,
     SPECS §10): `minibatch_samples` is absolute, so minibatches per epoch = num_envs * num_steps //

@@ -11,7 +11,7 @@ from algorithms.registry import Registry
 DRIVERS: Registry = Registry("algorithm")
 
 for _name, _target in {"grpo": "rl.drivers.grpo:train", "ppo": "rl.drivers.ppo:train_ppo",
-                       "dpo": "rl.drivers.dpo:train_dpo", "coding_grpo": "rl.drivers.coding_grpo:train_coding",
+                       "dpo": "rl.drivers.dpo:train_dpo", "sft": "rl.drivers.sft:train_sft", "coding_grpo": "rl.drivers.coding_grpo:train_coding",
                        "control_ppo": "rl.drivers.control_ppo:train"}.items():
     def _lazy(cfg, resume: bool = False, address: str | None = None, callbacks: list = (), _target=_target):
         module, fn = _target.split(":")
