@@ -15,6 +15,8 @@ ROOT = Path(__file__).parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 COMMON = ["run.progress_bar=false", "run.wandb_mode=disabled", "run.checkpoint_every_steps=1", "trainer.steps=2",
           "eval.before_after=false"]
+# single-learner PPO and DPO resume through the same Run and learner checkpoint code as `grpo` and their
+# sharded variants below; they were dropped to keep the suite inside its time budget
 RECIPES = {
     "grpo": ("tiny.yaml", [f"rewards.0.fn={FIXTURES / 'reward_plugins.py'}:text_length"]),
     "grpo-2-fsdp-learners": ("tiny.yaml", [f"rewards.0.fn={FIXTURES / 'reward_plugins.py'}:text_length",
@@ -22,9 +24,6 @@ RECIPES = {
     "ppo-2-learners-2-critics": ("tiny.yaml", ["algorithm.name=ppo", f"rewards.0.fn={FIXTURES / 'reward_plugins.py'}:text_length",
                                                "resources.learner.num_actors=2", "resources.critic.num_actors=2",
                                                "resources.learner.num_cpus=0.25", "resources.critic.num_cpus=0.25"]),
-    "ppo": ("tiny.yaml", ["algorithm.name=ppo", f"rewards.0.fn={FIXTURES / 'reward_plugins.py'}:text_length"]),
-    "dpo": ("dpo_tiny.yaml", [f"dpo.pairs_path={ROOT / 'recipes' / 'data' / 'dpo_arith_pairs.jsonl'}",
-                              "dpo.max_steps=2", "dpo.eval_fraction=0.0"]),
     "dpo-2-fsdp-learners": ("dpo_tiny.yaml", [f"dpo.pairs_path={ROOT / 'recipes' / 'data' / 'dpo_arith_pairs.jsonl'}",
                                               "dpo.max_steps=2", "dpo.eval_fraction=0.1",
                                               "resources.learner.num_actors=2", "resources.learner.num_cpus=0.25"]),
