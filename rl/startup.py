@@ -25,7 +25,15 @@ def check_startup(cfg: Config) -> None:
         check_source("task.path", cfg.task.path)
         if cfg.task.eval_path is not None:
             check_source("task.eval_path", cfg.task.eval_path)
+    if cfg.algorithm.name == "sft":
+        for key in ("path", "eval_path"):
+            if key == "path" or cfg.sft.eval_path is not None:
+                check_source(f"sft.{key}", getattr(cfg.sft, key))
+    check_batch(cfg)
     a = cfg.allocation
+    if a.schedule in ("n_drop", "linear") and a.name == "curriculum" and a.budget_end_tokens > a.budget_start_tokens:
+        raise ConfigError(f"allocation.budget_end_tokens: {a.budget_end_tokens} is more than allocation.budget_start_tokens "
+                          f"({a.budget_start_tokens}); the {a.schedule} schedule shrinks the length budget")
     if a.name == "knapsack" and a.min_samples_per_prompt > a.max_samples_per_prompt:
         raise ConfigError(f"allocation.min_samples_per_prompt: {a.min_samples_per_prompt} is more than "
                           f"allocation.max_samples_per_prompt ({a.max_samples_per_prompt})")
@@ -35,6 +43,17 @@ def check_startup(cfg: Config) -> None:
                           f"{a.max_samples_per_prompt}]")
 
 
+def check_batch(cfg: Config) -> None:
+    """Micro-batch <= mini-batch (a mini-batch larger than the step's batch is one update on the whole batch,
+    as knapsack and dynamic sampling vary the batch; allowed)."""
+    t = cfg.trainer
+    if cfg.algorithm.name not in ("grpo", "ppo"):
+        return
+    if t.microbatch_samples > t.minibatch_samples:
+        raise ConfigError(f"trainer.microbatch_samples: {t.microbatch_samples} is more than trainer.minibatch_samples "
+                          f"({t.minibatch_samples}); a micro-batch is a slice of a mini-batch")
+
+
 def check_names(cfg: Config) -> None:
     """Names a registry does not know, and rewards that do not load."""
     from algorithms.advantages import ADVANTAGE_ESTIMATORS
@@ -42,6 +61,7 @@ def check_names(cfg: Config) -> None:
     from algorithms.kl import KL_ESTIMATORS
     from algorithms.losses import POLICY_LOSSES
     from allocation import ALLOCATORS
+    from envs.tasks import TASKS
     from rl.drivers import DRIVERS
     from rl.drivers.rewards import check_rewards
     from rollout.engines import ENGINES
@@ -51,7 +71,7 @@ def check_names(cfg: Config) -> None:
                            ("algorithm.kl_estimator", KL_ESTIMATORS, al.kl_estimator),
                            ("algorithm.advantage", ADVANTAGE_ESTIMATORS, al.advantage),
                            ("algorithm.policy_loss", POLICY_LOSSES, al.policy_loss),
-                           ("allocation.name", ALLOCATORS, cfg.allocation.name),
+                           ("allocation.name", ALLOCATORS, cfg.allocation.name), ("task.name", TASKS, cfg.task.name),
                            ("rollout.engine", ENGINES, cfg.rollout.engine)]:
         try:
             reg.get(name)
