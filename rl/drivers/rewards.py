@@ -11,6 +11,10 @@ catches what a signal cannot interrupt (a hang inside C code) and kills the task
 Loud, not silent: the first failure of each function is printed once (its traceback and the sample),
 and a function failing on more than `rewards[i].max_error_fraction` (default 0.5) of a step's samples
 stops the run with exit code 2 (RewardFailure) instead of training on `on_error` scores.
+
+A `rewards:` entry with `model:` is scored by its reward-model actor (rl/workers/reward_model.py, started
+once per run by `rl.build.reward_models_from` and passed in as `models`); one with `judge:` by a Ray task
+that asks an LLM judge over HTTP (rl/workers/judge.py). Both count errors and fail loudly the same way.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ import ray
 
 from envs.rewards import load_reward
 from rl.config import ConfigError, RewardConfig
+from rl.workers.judge import batch_deadline_s, judge_batch
+from rl.workers.reward_model import RewardModels
 
 BACKSTOP_GRACE_S = 60.0  # worker start-up under load; the reward's own deadline is enforced in-task
 
@@ -41,8 +47,11 @@ def resolve_spec(spec: str) -> str:
 
 
 def check_rewards(cfgs: list[RewardConfig]) -> None:
-    """Loads every reward in the driver once, so a missing module fails before any rollout."""
+    """Loads every reward function in the driver once, so a missing module fails before any rollout
+    (reward models fail when their actor starts, also before any rollout)."""
     for i, c in enumerate(cfgs):
+        if c.kind != "fn":
+            continue
         try:
             load_reward(resolve_spec(c.fn), c.style)
         except Exception as e:  # a plug-in can fail to import in any way; name the key
@@ -53,28 +62,57 @@ class RewardTimeout(Exception):
     pass
 
 
+DEADLINE_SIGNAL = signal.SIGUSR1  # not SIGALRM: libraries (math_verify) set and cancel alarms of their own
+
+
 def call_with_timeout(fn, timeout_s: float, *args, **kwargs):
-    """Runs fn with a SIGALRM deadline (Ray runs tasks on the worker's main thread), so the clock
-    starts when the reward starts, not when the task was queued behind a starting worker."""
+    """Runs fn with a deadline (Ray runs tasks on the worker's main thread), so the clock starts when the
+    reward starts, not when the task was queued behind a starting worker. A timer thread signals the main
+    thread with SIGUSR1 at the deadline, whose handler raises RewardTimeout: a library that uses
+    `signal.alarm` for its own timeouts (math_verify does) can neither cancel nor replace it."""
     if threading.current_thread() is not threading.main_thread():
         return fn(*args, **kwargs)
 
-    def on_alarm(signum, frame):
+    def on_deadline(signum, frame):
         raise RewardTimeout(f"reward exceeded {timeout_s} s")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    main_id, fired = threading.main_thread().ident, threading.Event()
+
+    def fire():
+        fired.set()
+        signal.pthread_kill(main_id, DEADLINE_SIGNAL)
+
+    previous = signal.signal(DEADLINE_SIGNAL, on_deadline)
+    timer = threading.Timer(timeout_s, fire)
+    timer.daemon = True
+    timer.start()
     try:
         return fn(*args, **kwargs)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        timer.cancel()
+        if fired.is_set():  # the signal may still be pending: let it land here, not in the caller
+            try:
+                time.sleep(0.01)
+            except RewardTimeout:
+                pass
+        signal.signal(DEADLINE_SIGNAL, previous)
 
 
 @ray.remote(num_cpus=0.25, max_retries=0)
 def _score_task(spec: str, style: str, prompts: list, completions: list, columns: dict,
                 timeout_s: float, on_error: float) -> tuple[list, int, dict | None]:
     return score_batch(load_reward(spec, style), spec, prompts, completions, columns, timeout_s, on_error)
+
+
+@ray.remote(num_cpus=0.25, max_retries=0)
+def _judge_task(judge, prompts: list, completions: list, columns: dict, on_error: float) -> tuple[list, int, dict | None]:
+    values, n_err, first = [], 0, None
+    for p, o, v in zip(prompts, completions, judge_batch(judge, prompts, completions, columns)):
+        if isinstance(v, Exception):
+            first = first or _failure(v, p, o)
+        values.append(on_error if isinstance(v, Exception) else v)
+        n_err += isinstance(v, Exception)
+    return values, n_err, first
 
 
 def score_batch(fn, spec: str, prompts: list, completions: list, columns: dict, timeout_s: float,
@@ -136,11 +174,14 @@ class RewardResult:
 
 
 def reward_names(cfgs: list[RewardConfig]) -> list[str]:
-    """Metric names: the function's short name ("path/to/file.py:fn" and "pkg.mod:fn" -> "fn"), suffixed
-    #2, #3 when one name is listed twice."""
+    """Metric names: the function's short name ("path/to/file.py:fn" and "pkg.mod:fn" -> "fn"), a reward
+    model's folder name ("org/rm-v1" -> "rm-v1"), "judge"; suffixed #2, #3 when one name is listed twice."""
     names, seen = [], {}
     for c in cfgs:
-        short = c.fn.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        if c.kind == "fn":
+            short = c.fn.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        else:
+            short = Path(c.model.rstrip("/")).name if c.kind == "model" else "judge"
         seen[short] = seen.get(short, 0) + 1
         names.append(short if seen[short] == 1 else f"{short}#{seen[short]}")
     return names
@@ -157,20 +198,34 @@ def example_columns(examples: list, idx: list[int]) -> dict[str, list]:
 
 
 def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], columns: dict,
-          completion_ids: list[list[int]] | None = None) -> RewardResult:
-    """Every reward function on the samples (TRL's contract: keyword arguments; for conversational
-    prompts, completions as [{"role": "assistant", "content": text}]). The first failure of each
-    function is printed once with its traceback; a function failing on more than its
-    `max_error_fraction` of the samples raises RewardFailure."""
+          completion_ids: list[list[int]] | None = None, models: RewardModels | None = None) -> RewardResult:
+    """Every reward on the samples, all at once (TRL's contract for functions: keyword arguments; for
+    conversational prompts, completions as [{"role": "assistant", "content": text}]; reward models and
+    judges read the completion text). `models`: the run's reward-model actors, by index into `cfgs`.
+    The first failure of each reward is printed once with its traceback; a reward failing on more than
+    its `max_error_fraction` of the samples raises RewardFailure."""
+    texts = list(completions)
     if any(not isinstance(p, str) for p in prompts):
         completions = [[{"role": "assistant", "content": t}] for t in completions]
     if completion_ids is not None:
         columns = {**columns, "completion_ids": completion_ids}
-    refs = [_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
-                               c.on_error) for c in cfgs]
+    refs = []
+    for i, c in enumerate(cfgs):
+        if c.kind == "model":
+            actor = models.get(i) if models is not None else None
+            if actor is None:
+                raise ConfigError(f"rewards.{i}.model: scored without its reward-model actor (this driver does not "
+                                  "start reward models; list a rule reward first for evaluation-only drivers)")
+            refs.append(actor.score.remote(prompts, texts))
+        elif c.kind == "judge":
+            refs.append(_judge_task.remote(c.judge, prompts, texts, {k: v for k, v in columns.items()
+                                                                     if k != "completion_ids"}, c.on_error))
+        else:
+            refs.append(_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
+                                           c.on_error))
     per_fn, errors, n = {}, {}, len(completions)
     for name, c, ref in zip(reward_names(cfgs), cfgs, refs):
-        per_fn[name], errors[name], first = _collect(c, ref, n)
+        per_fn[name], errors[name], first = (_collect_model if c.kind == "model" else _collect)(c, ref, n)
         _report(name, c, errors[name], n, first)
     total = []
     for i in range(n):
@@ -188,11 +243,11 @@ def _report(name: str, c: RewardConfig, n_err: int, n: int, first: dict | None) 
     where = (f"\n  on prompt {str(first['prompt'])[:200]!r}\n  completion {str(first['completion'])[:200]!r}"
              if first else "")
     if n_err > c.max_error_fraction * n:
-        raise RewardFailure(f"rewards: {c.fn!r} failed on {n_err} of {n} samples (more than max_error_fraction="
+        raise RewardFailure(f"rewards: {c.label!r} failed on {n_err} of {n} samples (more than max_error_fraction="
                             f"{c.max_error_fraction}): {what}{where}" + (f"\n{first['traceback']}" if first else ""))
-    if c.fn not in _REPORTED:
-        _REPORTED.add(c.fn)
-        print(f"reward {name} ({c.fn}) failed on {n_err} of {n} samples, scored on_error={c.on_error} (printed "
+    if c.label not in _REPORTED:
+        _REPORTED.add(c.label)
+        print(f"reward {name} ({c.label}) failed on {n_err} of {n} samples, scored on_error={c.on_error} (printed "
               f"once; counted in reward_errors/{name}): {what}{where}\n{first['traceback'] if first else ''}",
               file=sys.stderr, flush=True)
 
@@ -210,11 +265,30 @@ def _clean(v, on_error: float) -> tuple[float | None, bool]:
     return (on_error, True) if not math.isfinite(f) else (f, False)
 
 
-def _collect(c: RewardConfig, ref, n: int) -> tuple[list, int]:
-    """The worker enforces timeout_s itself; this backstop (worker start-up, C-level hangs that
-    SIGALRM cannot interrupt) scores the whole batch on_error and kills the task."""
+def _collect(c: RewardConfig, ref, n: int) -> tuple[list, int, dict | None]:
+    """The worker enforces timeout_s itself (a judge its per-call timeouts); this backstop (worker start-up,
+    C-level hangs that SIGALRM cannot interrupt) scores the whole batch on_error and kills the task."""
+    limit = batch_deadline_s(c.judge, n) if c.kind == "judge" else 4 * c.timeout_s
     try:
-        return ray.get(ref, timeout=4 * c.timeout_s + BACKSTOP_GRACE_S)
+        return ray.get(ref, timeout=limit + BACKSTOP_GRACE_S)
     except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError):
         ray.cancel(ref, force=True)
         return [c.on_error] * n, n, None
+
+
+def _collect_model(c: RewardConfig, ref, n: int) -> tuple[list, int, dict | None]:
+    """A reward model's scores, NaN counted; a raising or dead actor, or one slower than timeout_s per
+    batch_size samples, scores the batch on_error (and its first failure is reported)."""
+    limit = c.timeout_s * math.ceil(n / c.batch_size) + BACKSTOP_GRACE_S
+    try:
+        raw = ray.get(ref, timeout=limit)
+        if len(raw) != n:
+            raise ValueError(f"reward model returned {len(raw)} scores for {n} samples")
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError, ValueError) as e:
+        return [c.on_error] * n, n, {"error": f"{type(e).__name__}: {str(e)[:2000]}", "prompt": "(the batch)",
+                                     "completion": "(the batch)", "traceback": ""}
+    cleaned = [_clean(v, c.on_error) for v in raw]
+    bad = [i for i, (_, e) in enumerate(cleaned) if e]
+    first = {"error": f"score {raw[bad[0]]!r} is not a finite number", "prompt": "(sample)",
+             "completion": f"(sample {bad[0]})", "traceback": ""} if bad else None
+    return [v for v, _ in cleaned], len(bad), first
