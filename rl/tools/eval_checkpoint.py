@@ -15,10 +15,14 @@ from rl.workers.ray_setup import init_ray
 from rollout.weight_sync import pack_buckets
 
 
-def checkpoint_weights(ckpt: Path, model_name: str) -> dict:
-    """The policy's parameters from a checkpoint: its hf/ folder (any number of learners) or learner.pt."""
+def checkpoint_weights(ckpt: Path, model_name: str, dtype: str = "float32", seed: int = 0) -> dict:
+    """The policy's parameters from a checkpoint: its hf/ folder (any number of learners), learner.pt, or a
+    LoRA checkpoint's adapters merged into the base."""
+    from rl.workers.lora import is_lora_checkpoint, merged_checkpoint_model
     from rl.workers.models import load_model
-    if (ckpt / "hf" / "config.json").exists():
+    if is_lora_checkpoint(ckpt):  # adapters only: merged into the recipe's base (model.dtype as trained)
+        model = merged_checkpoint_model(ckpt, model_name, dtype, seed)
+    elif (ckpt / "hf" / "config.json").exists():
         model = load_model(str(ckpt / "hf"))
     elif (ckpt / "learner.pt").exists():
         model = load_model(model_name)
@@ -35,7 +39,8 @@ def eval_checkpoint(cfg: Config, checkpoint: str | None, address: str | None = N
     place = build.placement_from(cfg, engines=1)
     engine = build.engine_from(cfg, **place.options("engine"))
     if checkpoint:
-        ray.get(engine.update_weights.remote(pack_buckets(checkpoint_weights(Path(checkpoint), cfg.model.name).items(), 64 << 20), 1))
+        weights = checkpoint_weights(Path(checkpoint), cfg.model.name, cfg.model.dtype, cfg.run.seed)
+        ray.get(engine.update_weights.remote(pack_buckets(weights.items(), 64 << 20), 1))
     result = build.evaluator_from(cfg, engine, tok, task)()
     for k, v in result.items():
         print(f"{k:40s} {v:.4f}")

@@ -202,20 +202,25 @@ class LoraLearner(SyncingLearner):
     def save_hf(self, path: str, tokenizer_name: str) -> str:
         """A plain HF folder of the merged model (transformers and vLLM load it without peft)."""
         base = load_model(self.model_name, self.dtype, seed=self.seed)
-        return save_hf_folder(merge_adapters(base, adapter_weights(self.model), self.lora.scaling), tokenizer_name, path)
+        merged = merge_adapters(base, adapter_weights(self.model), self.lora.scaling)
+        return save_hf_folder(merged, tokenizer_name, path)
 
 
 def is_lora_checkpoint(ckpt: str | Path) -> bool:
     return (Path(ckpt) / "learner.pt").exists() and (Path(ckpt) / "adapter").is_dir()
 
 
-def export_merged(ckpt: str | Path, out: str | Path, model_name: str, dtype: str, seed: int) -> Path:
-    """A LoRA checkpoint -> a plain HF folder: the base (`model_name` in `dtype`, as the run trained on
-    it) with W0 + (alpha / r) * B @ A written into every target weight."""
+def merged_checkpoint_model(ckpt: str | Path, model_name: str, dtype: str, seed: int):
+    """A LoRA checkpoint's policy as a plain model: the base (`model_name` in `dtype`, as the run trained
+    on it) with W0 + (alpha / r) * B @ A written into every target weight."""
     state = torch.load(Path(ckpt) / "learner.pt", weights_only=False, map_location="cpu")
     lora = LoraSettings(**{**state["lora"], "target_modules": tuple(state["lora"]["target_modules"])})
-    base = merge_adapters(load_model(model_name, dtype, seed=seed), state["adapters"], lora.scaling)
-    return Path(save_hf_folder(base, model_name, str(out)))
+    return merge_adapters(load_model(model_name, dtype, seed=seed), state["adapters"], lora.scaling)
+
+
+def export_merged(ckpt: str | Path, out: str | Path, model_name: str, dtype: str, seed: int) -> Path:
+    """A LoRA checkpoint -> a plain HF folder (safetensors, config, tokenizer) of its merged policy."""
+    return Path(save_hf_folder(merged_checkpoint_model(ckpt, model_name, dtype, seed), model_name, str(out)))
 
 
 LoraLearnerActor = ray.remote(num_cpus=0.5, max_restarts=0)(LoraLearner)

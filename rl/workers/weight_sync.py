@@ -20,6 +20,9 @@ the sum of the ranks' partial sums). An engine that is behind or differs gets a 
 deadline sync.timeout_s; an engine or learner that does not answer in time raises
 `WeightSyncTimeout` naming it, never a hang.
 
+LoRA (`model.lora`, rl/workers/lora.py): the payload is the adapters only; sync/full_bytes (what a full sync
+of the same model ships) and sync/bytes_ratio_vs_full come with it; checksums are of the merged weights.
+
 Returns metrics: sync/bytes (payload size), sync/density (share of bf16 elements shipped as changed;
 1.0 for full), sync/mode (0 full, 1 delta), sync/full (1 when this sync was a full one),
 sync/transport (0 object store, 1 broadcast, 2 reshard, 3 vllm), sync/verified (1 when every engine was checked to serve

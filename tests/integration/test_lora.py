@@ -44,7 +44,8 @@ def _named(buckets) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def world(ray_local):
     tok = load_tokenizer("tiny-llama")
-    learner, engine = _learner(tok.pad_token_id), RolloutWorker.options(num_cpus=0.25).remote("hf", "tiny-llama", "float32", 0)
+    learner = _learner(tok.pad_token_id)
+    engine = RolloutWorker.options(num_cpus=0.25).remote("hf", "tiny-llama", "float32", 0)
     yield tok, learner, engine
     for a in (learner, engine):
         ray.kill(a)
