@@ -109,16 +109,17 @@ def _columns(examples: list[Example], group: list[int], completions: list[Comple
 
 def rollout_step(engines: list, encode, examples: list[Example], plan: Allocation, seed: int, *,
                  sampling: Sampling, rewards: list, shapers: list[Callable] = (), pad_id: int,
-                 success_threshold: float = 0.5) -> StepData:
-    """Generates the plan's samples, scores them (`rewards`: the recipe's RewardConfigs, then each
-    shaper) and returns the step's groups (prompts the plan gave 0 samples are dropped)."""
+                 success_threshold: float = 0.5, reward_models=None) -> StepData:
+    """Generates the plan's samples, scores them (`rewards`: the recipe's RewardConfigs, `reward_models`
+    the run's reward-model actors; then each shaper) and returns the step's groups (prompts the plan
+    gave 0 samples are dropped)."""
     t0 = time.time()
     requests = _requests(encode, examples, plan, sampling)
     completions = generate(engines, requests, seed)
     t_gen = time.time() - t0
     group, texts = [c.request_id for c in completions], [c.text for c in completions]
     result = score(rewards, [examples[g].prompt for g in group], texts, _columns(examples, group, completions, plan),
-                   completion_ids=[list(c.token_ids) for c in completions])
+                   completion_ids=[list(c.token_ids) for c in completions], models=reward_models)
     total = torch.tensor(result.total, dtype=torch.float32)
     lengths = torch.tensor([len(c.token_ids) for c in completions])
     for shape in shapers:

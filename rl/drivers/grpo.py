@@ -36,8 +36,9 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     engines, learner = build.start_workers(cfg, tok.pad_token_id, place)  # 1 learner actor, or N sharded ranks
     run.own(learner)
     estimator = run.own(build.estimator_from(cfg, estimator, tok.pad_token_id, place))
-    experience, collect = build.experience_from(cfg, engines, tok, task), build.collector_from(cfg)
-    evaluate = build.evaluator_from(cfg, engines[0], tok, task)
+    reward_models = run.own(build.reward_models_from(cfg))  # an actor per `rewards[i].model`, none otherwise
+    experience, collect = build.experience_from(cfg, engines, tok, task, reward_models), build.collector_from(cfg)
+    evaluate = build.evaluator_from(cfg, engines[0], tok, task, reward_models)
     actors = [*learner.actors, *estimator.actors]
     run.record_placement({**{f"learner{i or ''}": a for i, a in enumerate(learner.actors)},
                           **{f"engine{i}": e for i, e in enumerate(engines)}})
