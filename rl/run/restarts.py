@@ -4,6 +4,8 @@ from __future__ import annotations
 import gc
 import sys
 
+from rl.config import ConfigError
+from rl.run.deaths import explain
 from rl.run.run import checkpointer
 from rl.workers.placement import release_all
 
@@ -22,10 +24,15 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
             summary = driver(cfg, resume=resume, address=address, callbacks=callbacks)
             return {**(summary or {}), "restarts": restarts}
         except ray.exceptions.RayActorError as e:
+            death = explain(e)
+            if death.cause == "constructor":  # deterministic: the same arguments fail again
+                raise ConfigError(f"start-up: {death.message()}") from None
             if restarts == cfg.run.max_restarts:
+                print(f"rl: {death.message()} No restarts left (run.max_restarts={cfg.run.max_restarts}); "
+                      "`--resume` continues from the last checkpoint.", file=sys.stderr, flush=True)
                 raise
             latest = ckpts.latest_intact()
             where = f"its last checkpoint ({latest.name})" if latest else "step 0 (no checkpoint yet)"
-            print(f"rl: an actor of the run died ({type(e).__name__}); restarting from {where}, "
-                  f"restart {restarts + 1} of run.max_restarts={cfg.run.max_restarts}", file=sys.stderr, flush=True)
+            print(f"rl: {death.message()}\nrl: restarting from {where}, restart {restarts + 1} of "
+                  f"run.max_restarts={cfg.run.max_restarts}", file=sys.stderr, flush=True)
             resume = latest is not None

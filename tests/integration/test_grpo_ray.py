@@ -168,4 +168,7 @@ def test_a_killed_learner_restarts_the_run_from_its_last_checkpoint(ray_local, t
     assert result["restarts"] == 1
     assert [r["step"] for r in read_metrics(metrics)] == [0, 1, 2, 3, 4, 5]
     # killed inside step 3: the checkpoint after step 1 (or, on a starved test thread, step 3) is the one
-    assert re.search(r"restarting from its last checkpoint \(step-00000[13]\)", capfd.readouterr().err)
+    err = capfd.readouterr().err
+    assert re.search(r"restarting from its last checkpoint \(step-00000[13]\)", err)
+    # the death explained: which actor, where, and that no OOM kill took it (a SIGKILL from outside)
+    assert re.search(r"rl: SyncingLearner .*\(pid \d+, node [\d.]+\) died: its process ended without a Python exception", err), err[-3000:]
