@@ -81,3 +81,25 @@ def _no_leaked_placement_groups(request):
     if leaked:
         import warnings
         warnings.warn(f"{request.node.nodeid} left {len(leaked)} placement group(s) behind; removed them")
+
+
+@pytest.fixture(scope="session")
+def small_llama_folder(tmp_path_factory):
+    """A random Llama (SmolLM2 tokenizer) small enough for seconds-long tests whose head size vLLM's CPU
+    attention takes (64; the tiny model's 16 it refuses) and whose 4 heads / 2 kv heads split over 2 ranks."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rl.workers.models import SMOLLM2, load_tokenizer
+    tok = load_tokenizer(SMOLLM2)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+                      initializer_range=0.2)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg)
+    folder = tmp_path_factory.mktemp("small-llama")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)

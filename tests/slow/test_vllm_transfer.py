@@ -96,31 +96,15 @@ def test_learner_actor_syncs_through_the_interface(smollm2):
         ray.kill(learner)
 
 
-@pytest.fixture(scope="module")
-def tp2_folder(tmp_path_factory):
-    """A random Llama whose heads split over 2 ranks with a head size vLLM's CPU attention takes."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = load_tokenizer(SMOLLM2)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
-                      initializer_range=0.2)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tp2-llama")
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
-def test_tensor_parallel_2_engine_through_the_interface(ray_local, tp2_folder):
+def test_tensor_parallel_2_engine_through_the_interface(ray_local, small_llama_folder):
     from rollout.vllm_transfer import EngineActorClient, VLLMWeightSender
     tok = load_tokenizer(SMOLLM2)
-    vllm = transfer_worker(engine="vllm", model_name=tp2_folder, engine_kwargs={
+    vllm = transfer_worker(engine="vllm", model_name=small_llama_folder, engine_kwargs={
         "gpu_memory_utilization": 0.3, "kv_cache_memory_bytes": 128 << 20, "tensor_parallel_size": 2,
         "weight_transfer": "vllm"})
-    hf = hf_worker(tp2_folder)
+    hf = hf_worker(small_llama_folder)
     try:
-        model = load_model(tp2_folder, "float32")
+        model = load_model(small_llama_folder, "float32")
         # the two ranks' shares of the loaded model sum to the folder's checksum
         assert ray.get(vllm.weights_checksum.remote("float32")) == weights_checksum(model.parameters(), torch.float32)
         start = greedy(vllm, tok)
