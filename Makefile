@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: install lint
-	$(BIN)/python -m pytest -q --timeout=900 tests
+	$(BIN)/python -m pytest -q --timeout=900 --durations=30 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit
