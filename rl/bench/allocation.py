@@ -5,6 +5,7 @@ estimates exist from epoch 2), with the same total rollouts per step. Reported: 
 gradient ratio (share of samples whose group has unequal rewards) per epoch, held-out greedy
 accuracy before/after, and V0 intra-policy AUC vs a kNN baseline, training V0 on the uniform run's
 history and evaluating it on the knapsack run's. Writes bench/results/allocation.json and .png.
+`--offline DATA_DIR` runs `rl.bench.allocation_offline` instead (expected gains on recorded rates).
 """
 from __future__ import annotations
 
@@ -68,6 +69,9 @@ def plot(result: dict, png: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if any(x == "--offline" or x.startswith("--offline=") for x in argv):  # no training: recorded success rates
+        from rl.bench.allocation_offline import main as offline_main
+        return offline_main(argv)
     p = argparse.ArgumentParser(prog="rl bench allocation", description=__doc__)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-prompts", type=int, default=64, help="fixed prompt set visited every epoch")
