@@ -172,7 +172,7 @@ def run(data_dir: str | Path, draws: int = 20, seed: int = 0, samples_per_prompt
     """The results file's dict: per policy and prompt set, {regime: {allocator: metrics}}."""
     allocs = allocators(n_low, n_up)
     policies = {}
-    for i, (policy, sets) in enumerate(sorted(read_policies(data_dir).items())):
+    for i, (policy, sets) in enumerate(read_policies(data_dir).items()):  # file order: model, step
         rng = np.random.default_rng([seed, i])
         ctx, queries = sets["context"], sets["queries"]
         entry = {"prompts": {k: len(v) for k, v in sets.items()},
@@ -199,21 +199,24 @@ def run(data_dir: str | Path, draws: int = 20, seed: int = 0, samples_per_prompt
 
 
 def plot(result: dict, png: Path, prompt_set: str = "context") -> None:
-    """Bars per policy: expected effective-gradient ratio of uniform and each (regime, allocator)."""
+    """Bars per policy, uniform and each (regime, allocator): the expected effective-gradient ratio
+    (share of samples in mixed groups) on the left, the effective-prompt ratio on the right."""
     policies = list(result["policies"])
     bars = [("uniform", "true_p")] + [(a, r) for r in REGIMES for a in ("knapsack", "v0_ubp")]
     width = 0.8 / len(bars)
-    with figure(png, ncols=1, figsize=(12, 4.2)) as ax:
-        for j, (alloc, regime) in enumerate(bars):
-            ys = [result["policies"][p][prompt_set][regime][alloc]["expected_effective_gradient_ratio"]
-                  for p in policies]
-            label = "uniform 8" if alloc == "uniform" else f"{alloc} / {regime}"
-            ax.bar(np.arange(len(policies)) + (j - len(bars) / 2 + 0.5) * width, ys, width, label=label)
-        ax.set_xticks(range(len(policies)), [p.replace("@", "\n") for p in policies], fontsize=7)
-        ax.set_ylabel("expected effective-gradient ratio")
-        ax.set_title(f"{result['data_dir']}: {prompt_set} prompts, same total budget, N in "
-                     f"[{result['samples_per_prompt_min']}, {result['samples_per_prompt_max']}]")
-        ax.legend(fontsize=7, ncol=4)
+    with figure(png, ncols=2, figsize=(15, 4.6)) as axes:
+        for ax, key in zip(axes, ("expected_effective_gradient_ratio", "expected_effective_prompt_ratio")):
+            for j, (alloc, regime) in enumerate(bars):
+                ys = [result["policies"][p][prompt_set][regime][alloc][key] for p in policies]
+                label = "uniform 8" if alloc == "uniform" else f"{alloc} / {regime}"
+                ax.bar(np.arange(len(policies)) + (j - len(bars) / 2 + 0.5) * width, ys, width, label=label)
+            ticks = [p.replace("@", "\n").replace("-Distill-", "-Distill-\n") for p in policies]
+            ax.set_xticks(range(len(policies)), ticks, fontsize=6)
+            ax.set_ylim(0, 1.2)
+            ax.set_ylabel(key.replace("_", " "))
+            ax.legend(fontsize=6, ncol=4, loc="upper center")
+        axes[0].set_title(f"{result['data_dir']}: {prompt_set} prompts, same total budget, N in "
+                          f"[{result['samples_per_prompt_min']}, {result['samples_per_prompt_max']}]", fontsize=9)
 
 
 def report(result: dict) -> None:
