@@ -41,6 +41,7 @@ class RunConfig:
     keep_checkpoints: int = 2
     max_restarts: int = 2  # a run whose actor dies (e.g. an OOM-killed learner) resumes from its last checkpoint
     progress_bar: bool = True
+    chaos: list[str] = field(default_factory=list)  # testing aid: faults "<kind>@<step>" (rl/run/chaos.py)
 
 
 @dataclass

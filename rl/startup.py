@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from rl.config import Config, ConfigError
+from rl.run.chaos import parse_faults
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -30,6 +31,10 @@ def check_startup(cfg: Config) -> None:
             if key == "path" or cfg.sft.eval_path is not None:
                 check_source(f"sft.{key}", getattr(cfg.sft, key))
     check_batch(cfg)
+    try:
+        parse_faults(cfg.run.chaos)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     a = cfg.allocation
     if a.schedule in ("n_drop", "linear") and a.name == "curriculum" and a.budget_end_tokens > a.budget_start_tokens:
         raise ConfigError(f"allocation.budget_end_tokens: {a.budget_end_tokens} is more than allocation.budget_start_tokens "

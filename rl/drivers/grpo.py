@@ -15,6 +15,7 @@ import time
 
 from rl import build
 from rl.config import Config
+from rl.run.chaos import Chaos
 from rl.run.run import Run
 from rl.workers.models import load_tokenizer
 from rl.workers.ray_setup import init_ray
@@ -49,8 +50,10 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     before_generate(learner, phases)
     if cfg.eval.before_after and not run.resumed:
         run.report("before", evaluate())
+    chaos = Chaos(cfg.run.chaos, run.dir, cfg.run.seed)  # off unless run.chaos lists faults
     for step in run.steps():
         t0 = time.time()
+        faults = chaos.before_step(step, engines, learner.actors, run.ckpt.all()) if chaos else {}
         data = collect(experience, step)
         t1 = time.time()
         advantages, adv_metrics = estimator.advantages(data.batch)
@@ -61,7 +64,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
         after_train(engines, phases)
         metrics.update(learner.sync(engines, step + 1, cfg.sync))
         metrics["offload/mb"] = before_generate(learner, phases)
-        metrics.update({"time/step_s": time.time() - t0, "epoch": experience.sampler.epoch})
+        metrics.update({"time/step_s": time.time() - t0, "epoch": experience.sampler.epoch, **faults})
         if run.eval_due(step):
             metrics.update(evaluate())
         run.log(step, metrics, rollouts=data.rollout_records())

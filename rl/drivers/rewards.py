@@ -19,6 +19,7 @@ that asks an LLM judge over HTTP (rl/workers/judge.py). Both count errors and fa
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ import ray
 
 from envs.rewards import load_reward
 from rl.config import ConfigError, RewardConfig
+from rl.run.chaos import take_reward_fault
 from rl.workers.judge import batch_deadline_s, judge_batch
 from rl.workers.reward_model import RewardModels
 
@@ -98,10 +100,30 @@ def call_with_timeout(fn, timeout_s: float, *args, **kwargs):
         signal.signal(DEADLINE_SIGNAL, previous)
 
 
-@ray.remote(num_cpus=0.25, max_retries=0)
+@ray.remote(num_cpus=0.25, max_retries=1)  # a worker that died (not one that raised) is retried once
 def _score_task(spec: str, style: str, prompts: list, completions: list, columns: dict,
-                timeout_s: float, on_error: float) -> tuple[list, int, dict | None]:
-    return score_batch(load_reward(spec, style), spec, prompts, completions, columns, timeout_s, on_error)
+                timeout_s: float, on_error: float, fault: tuple | None = None) -> tuple[list, int, dict | None]:
+    fn = load_reward(spec, style)
+    return score_batch(_faulty(fn, *fault, timeout_s) if fault else fn, spec, prompts, completions, columns,
+                       timeout_s, on_error)
+
+
+def _faulty(fn, kind: str, marker: str, timeout_s: float):
+    """fn whose first call raises, sleeps past its deadline, or ends its worker process (once: `marker`
+    exists after the kill, so the task's retry scores normally)."""
+    calls = []
+
+    def wrapped(**kw):
+        calls.append(1)
+        if len(calls) == 1 and kind == "raise":
+            raise RuntimeError("run.chaos: reward_raise")
+        if len(calls) == 1 and kind == "hang":
+            time.sleep(10 * timeout_s)  # the deadline interrupts it
+        if kind == "kill_reward_worker" and not Path(marker).exists():
+            Path(marker).touch()
+            os._exit(1)
+        return fn(**kw)
+    return wrapped
 
 
 @ray.remote(num_cpus=0.25, max_retries=0)
@@ -221,8 +243,9 @@ def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], colum
             refs.append(_judge_task.remote(c.judge, prompts, texts, {k: v for k, v in columns.items()
                                                                      if k != "completion_ids"}, c.on_error))
         else:
+            fault = take_reward_fault()  # run.chaos only: (kind, marker) for this batch, else None
             refs.append(_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
-                                           c.on_error))
+                                           c.on_error, fault))
     per_fn, errors, n = {}, {}, len(completions)
     for name, c, ref in zip(reward_names(cfgs), cfgs, refs):
         per_fn[name], errors[name], first = (_collect_model if c.kind == "model" else _collect)(c, ref, n)

@@ -6,7 +6,7 @@ import sys
 
 from rl.config import ConfigError
 from rl.run.deaths import explain
-from rl.run.run import checkpointer
+from rl.run.run import RESTARTS, checkpointer, run_dir
 from rl.workers.placement import release_all
 
 
@@ -36,3 +36,7 @@ def run_with_restarts(driver, cfg, resume: bool = False, address: str | None = N
             print(f"rl: {death.message()}\nrl: restarting from {where}, restart {restarts + 1} of "
                   f"run.max_restarts={cfg.run.max_restarts}", file=sys.stderr, flush=True)
             resume = latest is not None
+            path = run_dir(cfg) / RESTARTS
+            previous = int(path.read_text()) if path.exists() and resume else 0
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(previous + 1))

@@ -23,6 +23,7 @@ from rl.config import Config, ConfigError, to_dict
 from rl.run.checkpoint import Checkpointer
 from rl.run.logging import RunLogger, progress
 
+RESTARTS = "restarts.txt"  # how many times run_with_restarts restarted the run (logged as run/restarts)
 StepCallback = Callable[[int, dict], None]  # fn(step, logged row)
 
 
@@ -56,6 +57,8 @@ class Run:
         self.summary: dict = dict(self.state.get("summary", {})) if self.state else {}
         self.title, self.postfix = title, postfix or {}
         self._bar, self._closers = None, []
+        restarts = self.dir / RESTARTS
+        self.restarts = int(restarts.read_text()) if resume and restarts.exists() else 0  # by run_with_restarts
 
     def own(self, resource):
         """Closes `resource` (e.g. the run's placement group) when the run finishes. -> resource"""
@@ -99,6 +102,8 @@ class Run:
         return bool(every) and (step + 1) % every == 0 and step + 1 < self.total_steps
 
     def log(self, step: int, metrics: dict, rollouts: list[dict] | None = None) -> None:
+        if self.restarts:
+            metrics = {**metrics, "run/restarts": float(self.restarts)}
         self.logger.log(step, metrics)
         if rollouts is not None:
             self.logger.log_rollouts(step, rollouts)
