@@ -112,7 +112,8 @@ def verl_adapter(compute_score: Callable, data_source: str = "rl") -> RewardFn:
     """Wraps verl's `compute_score(data_source, solution_str, ground_truth, extra_info)` (a float or a
     dict with "score") into the TRL contract. `data_source` and `extra_info` come from the dataset's
     columns of those names when it has them (verl's parquet does); otherwise extra_info is the row's
-    other columns."""
+    other columns. The numeric keys of a dict result besides "score" (e.g. "acc", "pred_len") are kept
+    in `fn.extras` ({key: [values]}, over every call), which the run logs as `reward_extra/<fn>/<key>`."""
     def fn(prompts=None, completions=(), answer=(), completion_ids=None, **columns):
         out = []
         for i, (c, a) in enumerate(zip(completions, answer)):
@@ -120,8 +121,13 @@ def verl_adapter(compute_score: Callable, data_source: str = "rl") -> RewardFn:
             src = row.pop("data_source", None) or data_source
             extra = row["extra_info"] if "extra_info" in row else row
             s = compute_score(data_source=src, solution_str=_text(c), ground_truth=a, extra_info=extra)
+            if isinstance(s, dict):
+                for k, v in s.items():
+                    if k != "score" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        fn.extras.setdefault(k, []).append(float(v))
             out.append(s.get("score") if isinstance(s, dict) else s)
         return out
+    fn.extras = {}
     return fn
 
 

@@ -137,6 +137,7 @@ class ResourcesConfig:
     reference: RoleResources = field(default_factory=lambda: RoleResources(num_cpus=0.25))
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     ready_timeout_s: float = 120.0  # placement group not placed by then: an error saying what is missing
+    autoscaling: bool = False  # the cluster adds nodes on demand: skip the start-up check that the actors fit its CPUs
 
 
 @dataclass

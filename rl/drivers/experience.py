@@ -155,6 +155,7 @@ def _metrics(rewards, lengths, completions, result, success_threshold: float, t_
         "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if len(rewards) > 1 else 0.0,
         **{f"reward/{name}": _mean(v) for name, v in result.per_fn.items()},
         **{f"reward_errors/{name}": n for name, n in result.errors.items()},
+        **{f"reward_extra/{key}": v for key, v in result.extras.items()},
         "accuracy": float((rewards >= success_threshold).float().mean()),
         "response_length/mean": float(lengths.float().mean()), "response_length/max": int(lengths.max()),
         "finish/length_ratio": sum(c.finish_reason == "length" for c in completions) / len(completions),

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -104,8 +104,10 @@ def call_with_timeout(fn, timeout_s: float, *args, **kwargs):
 def _score_task(spec: str, style: str, prompts: list, completions: list, columns: dict,
                 timeout_s: float, on_error: float, fault: tuple | None = None) -> tuple[list, int, dict | None]:
     fn = load_reward(spec, style)
-    return score_batch(_faulty(fn, *fault, timeout_s) if fault else fn, spec, prompts, completions, columns,
-                       timeout_s, on_error)
+    out = score_batch(_faulty(fn, *fault, timeout_s) if fault else fn, spec, prompts, completions, columns,
+                      timeout_s, on_error)
+    extras = {k: sum(v) / len(v) for k, v in getattr(fn, "extras", {}).items() if v}  # verl dict keys
+    return (*out, extras)
 
 
 def _faulty(fn, kind: str, marker: str, timeout_s: float):
@@ -193,6 +195,7 @@ class RewardResult:
     total: list[float]  # weighted sum per sample
     per_fn: dict[str, list[float | None]]
     errors: dict[str, int]  # raised / NaN / timed-out samples per function
+    extras: dict[str, float] = field(default_factory=dict)  # "<fn>/<key>": mean of a verl dict result's other keys
 
 
 def reward_names(cfgs: list[RewardConfig]) -> list[str]:
@@ -246,14 +249,15 @@ def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], colum
             fault = take_reward_fault()  # run.chaos only: (kind, marker) for this batch, else None
             refs.append(_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
                                            c.on_error, fault))
-    per_fn, errors, n = {}, {}, len(completions)
+    per_fn, errors, extras, n = {}, {}, {}, len(completions)
     for name, c, ref in zip(reward_names(cfgs), cfgs, refs):
-        per_fn[name], errors[name], first = (_collect_model if c.kind == "model" else _collect)(c, ref, n)
+        per_fn[name], errors[name], first, *more = (_collect_model if c.kind == "model" else _collect)(c, ref, n)
+        extras.update({f"{name}/{k}": v for k, v in (more[0] if more else {}).items()})
         _report(name, c, errors[name], n, first)
     total = []
     for i in range(n):
         total.append(sum(c.weight * per_fn[k][i] for k, c in zip(per_fn, cfgs) if per_fn[k][i] is not None))
-    return RewardResult(total=total, per_fn=per_fn, errors=errors)
+    return RewardResult(total=total, per_fn=per_fn, errors=errors, extras=extras)
 
 
 _REPORTED: set[str] = set()  # reward specs whose first failure this process has printed

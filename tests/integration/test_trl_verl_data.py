@@ -54,7 +54,8 @@ def test_verl_parquet_with_compute_score(ray_local, tmp_path):
         "task.answer_column=reward_model.ground_truth", f"rewards.0.fn={PLUGINS}:verl_compute_score",
         "rewards.0.style=verl"])
     train(cfg)
-    _no_reward_errors(tmp_path / "verl")
+    rows = _no_reward_errors(tmp_path / "verl")
+    assert all(r["reward_extra/verl_compute_score/format"] == 0.0 for r in rows)  # the dict's other key, logged
 
 
 def test_a_reward_raising_on_every_sample_stops_at_step_0_with_exit_2(tmp_path):

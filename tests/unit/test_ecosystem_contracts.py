@@ -105,3 +105,10 @@ def test_dpo_pairs_accept_trl_conversational_chosen_and_rejected(tmp_path):
              "rejected": user + [{"role": "assistant", "content": "22"}]}]
     pairs = load_pairs(_jsonl(tmp_path / "p.jsonl", rows))
     assert [(p.chosen, p.rejected) for p in pairs] == [("4", "5"), ("4", "22")]
+
+
+def test_verl_dict_results_keep_their_other_numeric_keys():
+    from envs.rewards import verl_adapter
+    fn = verl_adapter(lambda **kw: {"score": 1.0, "acc": 0.5, "pred": "x", "ok": True})
+    assert fn(completions=["a", "b"], answer=["1", "2"]) == [1.0, 1.0]
+    assert fn.extras == {"acc": [0.5, 0.5]}  # strings and bools are not metrics
