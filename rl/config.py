@@ -91,7 +91,7 @@ class RolloutConfig:
 class AlgorithmConfig:
     name: str = "grpo"  # driver: grpo | ppo | dpo | sft | coding_grpo | control_ppo
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
-    policy_loss: str = "ppo"  # POLICY_LOSSES (algorithms/losses.py): ppo = clipped surrogate, clip-higher, dual-clip
+    policy_loss: str = "ppo"  # ppo (clipped surrogate, clip-higher, dual-clip) | gspo | cispo (algorithms/policy_losses.py)
     loss_aggregation: str = "token-mean"
     eps_low: float = 0.2
     eps_high: float = 0.28

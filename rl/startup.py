@@ -64,7 +64,7 @@ def check_names(cfg: Config) -> None:
     from algorithms.advantages import ADVANTAGE_ESTIMATORS
     from algorithms.aggregation import LOSS_AGGREGATIONS
     from algorithms.kl import KL_ESTIMATORS
-    from algorithms.losses import POLICY_LOSSES
+    from algorithms.policy_losses import POLICY_LOSSES
     from allocation import ALLOCATORS
     from envs.tasks import TASKS
     from rl.drivers import DRIVERS

@@ -20,7 +20,7 @@ import torch
 
 from algorithms.aggregation import aggregate_loss, loss_normalizers
 from algorithms.kl import approx_kl, kl_penalty
-from algorithms.losses import POLICY_LOSSES
+from algorithms.policy_losses import POLICY_LOSSES  # ppo, gspo, cispo
 from algorithms.metrics import clip_fractions
 from rl.types import RolloutBatch
 from rl.workers.devices import actor_device, compute_autocast, move_state, peak_memory_mb, placement_info
