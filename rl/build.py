@@ -17,6 +17,7 @@ from allocation.v0_allocation import V0Allocator
 from envs.sources import prompt_text
 from envs.tasks import build_task
 from rl.config import Config, ConfigError
+from rl.startup import check_cpus
 from rl.startup import check_startup as check_names  # noqa: F401 - drivers call build.check_names
 from rl.data.prompts import PromptEncoder
 from rl.drivers.estimators import CriticEstimator, GroupEstimator
@@ -229,30 +230,6 @@ def placement_from(cfg: Config, kind: str = "group", engines: int | None = None)
         return Placement.create(roles, cfg.resources.strategy, cfg.resources.ready_timeout_s)
     except (ValueError, RuntimeError) as e:
         raise ConfigError(str(e)) from None
-
-
-REWARD_TASK_CPUS = 0.25  # what one rule-reward or judge task asks for (rl/drivers/rewards.py)
-
-
-def check_cpus(cfg: Config, roles: dict) -> None:
-    """The run's actors, its reward-model actors and one reward task must fit the cluster's CPUs: actors
-    that take them all leave every reward batch waiting for its backstop and scored on_error. A cluster
-    that can add nodes (`resources.autoscaling: true`) is not checked."""
-    import ray
-    if cfg.resources.autoscaling:
-        return
-    from ray.util.placement_group import get_current_placement_group
-    if get_current_placement_group() is not None:  # a Tune trial: its group was sized by the sweep
-        return
-    asks = {name: r.count * r.cpus for name, r in roles.items() if r.colocate_with is None}
-    asks.update({f"rewards.{i}.model": r.num_cpus for i, r in enumerate(cfg.rewards) if r.kind == "model"})
-    have = ray.cluster_resources().get("CPU", 0.0)
-    if sum(asks.values()) + REWARD_TASK_CPUS > have + 1e-9:
-        key = "rollout.num_workers" if asks.get("engine", 0) else "resources.learner.num_cpus"
-        raise ConfigError(f"{key}: the run's actors ask for {sum(asks.values()):g} CPUs "
-                          f"({', '.join(f'{k} {v:g}' for k, v in asks.items())}) and a reward task for {REWARD_TASK_CPUS:g}, "
-                          f"more than the cluster's {have:g}; lower rollout.num_workers or resources.*.num_cpus "
-                          "(or set resources.autoscaling: true on a cluster that adds nodes)")
 
 
 def start_workers(cfg: Config, pad_id: int, place: Placement):

@@ -2,7 +2,7 @@
 registry names against their registries, reward references imported, model and dataset sources
 resolved, and settings that contradict each other across sections. `rl train` (also with
 `--print-config`), `rl sweep --check` and every driver run it; each failure is a ConfigError naming
-the key (exit 2, one line).
+the key (exit 2, one line). `check_cpus` runs once Ray is up, before the placement group is made.
 
 Example: check_startup(load_config("recipes/tiny.yaml")) -> None, or ConfigError("model.name: ...")
 """
@@ -116,3 +116,27 @@ def check_source(key: str, source: str | None) -> None:
         return
     if path.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
         raise ConfigError(f"{key}: {source!r} does not exist")
+
+
+REWARD_TASK_CPUS = 0.25  # what one rule-reward or judge task asks for (rl/drivers/rewards.py)
+
+
+def check_cpus(cfg: Config, roles: dict) -> None:
+    """The run's actors, its reward-model actors and one reward task must fit the cluster's CPUs: actors
+    that take them all leave every reward batch waiting for its backstop and scored on_error. A cluster
+    that can add nodes (`resources.autoscaling: true`) is not checked."""
+    import ray
+    if cfg.resources.autoscaling:
+        return
+    from ray.util.placement_group import get_current_placement_group
+    if get_current_placement_group() is not None:  # a Tune trial: its group was sized by the sweep
+        return
+    asks = {name: r.count * r.cpus for name, r in roles.items() if r.colocate_with is None}
+    asks.update({f"rewards.{i}.model": r.num_cpus for i, r in enumerate(cfg.rewards) if r.kind == "model"})
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if sum(asks.values()) + REWARD_TASK_CPUS > have + 1e-9:
+        key = "rollout.num_workers" if asks.get("engine", 0) else "resources.learner.num_cpus"
+        raise ConfigError(f"{key}: the run's actors ask for {sum(asks.values()):g} CPUs "
+                          f"({', '.join(f'{k} {v:g}' for k, v in asks.items())}) and a reward task for {REWARD_TASK_CPUS:g}, "
+                          f"more than the cluster's {have:g}; lower rollout.num_workers or resources.*.num_cpus "
+                          "(or set resources.autoscaling: true on a cluster that adds nodes)")

@@ -1,7 +1,8 @@
 """Actors that take every CPU leave none for the reward tasks: refused at start, naming the key."""
 import pytest
 
-from rl.build import check_cpus, roles_from
+from rl.build import roles_from
+from rl.startup import check_cpus
 from rl.config import ConfigError, load_config
 
 
