@@ -10,9 +10,15 @@ recently answered with their mean rewards in [0, 1]. Here:
   (alpha = 0.25) on held-out prompts of each context (`rl.v0.fit`); evaluated by intra-policy AUC
   next to the kNN-on-embeddings baseline; saved with the embedder name and dims (`rl.v0.predictor`).
 
+Scored-prompt records in the V0 authors' layout (`--context FILE --queries FILE [--prompts FILE]`)
+go through `rl.v0.scored_cli`: per (model, step) policy, context rows are the in-context pairs and
+query rows are scored.
+
 Example:
     rl value train runs/a/rollouts.jsonl runs/b/rollouts.jsonl --out v0.pt --window-steps 10
     rl value eval runs/c/rollouts.jsonl --predictor v0.pt
+    rl value train --context context.jsonl --queries train.jsonl --embedder all-minilm-l6-v2 --out v0.pt
+    rl value eval --context v0_split/context.jsonl --queries v0_split/queries.jsonl --predictor v0.pt
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from rl.v0.data import eval_episodes, index_policies, policy_windows, prompt_spl
 from rl.v0.embedder import get_embedder
 from rl.v0.fit import evaluate_episodes, train_value_model
 from rl.v0.predictor import load_predictor, save_predictor
+from rl.v0.scored_cli import eval_scored, train_scored
 from rl.workers.models import ModelNotFoundError
 
 
@@ -48,11 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("train", "eval"):
         s = sub.add_parser(name)
-        s.add_argument("rollouts", nargs="+", help="rollouts.jsonl files (one run each)")
+        s.add_argument("rollouts", nargs="*", help="rollouts.jsonl files (one run each)")
+        s.add_argument("--context", help="scored rows {id, score in [-1,1], model, step}: in-context pairs")
+        s.add_argument("--queries", help="scored rows of the same layout: the queries (train: also trained on)")
+        s.add_argument("--prompts", help="JSON {\"<dataset>_<id>\": text} (default: prompt_dict.json "
+                       "beside --context)")
+        s.add_argument("--embed-cache", help="folder for cached embeddings ('none': no disk cache)")
         s.add_argument("--window-steps", type=int, default=10, help="steps per policy window")
         s.add_argument("--reward-range", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"))
         s.add_argument("--min-prompts", type=int, default=8, help="drop windows with fewer prompts")
-        s.add_argument("--context-size", type=int, default=128)
+        s.add_argument("--context-size", type=int, default=None, help="default 128 (runs) / 512 (--context)")
         s.add_argument("--knn-k", type=int, default=16)
         s.add_argument("--threshold", type=float, default=0.5, help="AUC positives: label > threshold")
         s.add_argument("--seed", type=int, default=0)
@@ -67,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--alpha", type=float, default=0.25, help="rank-loss weight in v0_loss")
     t.add_argument("--hidden-dim", type=int, default=64)
     t.add_argument("--heads", type=int, default=4)
-    t.add_argument("--val-policies", type=float, default=0.25, help="fraction of policies held out")
+    t.add_argument("--val-policies", type=float, default=0.25, help="fraction of policies held out (runs)")
+    t.add_argument("--split-dir", help="--context mode: where the validation split goes (default <out>_split)")
     t.add_argument("--heldout-prompts", type=float, default=0.2, help="fraction of prompts never trained on")
     sub.choices["eval"].add_argument("--predictor", required=True)
     sub.choices["eval"].add_argument("--query-fraction", type=float, default=0.25, help="prompts held out as queries")
@@ -85,6 +98,7 @@ def _report(metrics: dict) -> None:
 
 
 def _train(a) -> dict:
+    a.context_size = a.context_size or 128
     policies = policy_windows(a.rollouts, a.window_steps, tuple(a.reward_range), a.min_prompts)
     texts, indexed = index_policies(policies)
     embedder = get_embedder(a.embedder or _default_embedder(a.rollouts), a.system_prompt)
@@ -113,6 +127,7 @@ def _train(a) -> dict:
 
 
 def _eval(a) -> dict:
+    a.context_size = a.context_size or 128
     model, meta = load_predictor(a.predictor)
     embedder = get_embedder(meta["embedder"], meta.get("system_prompt"))
     policies = policy_windows(a.rollouts, a.window_steps, tuple(a.reward_range), a.min_prompts)
@@ -132,8 +147,17 @@ def _eval(a) -> dict:
 def main_value(argv: list[str]) -> int:
     """`rl value train ROLLOUTS... --out v0.pt` | `rl value eval ROLLOUTS... --predictor v0.pt`."""
     args = _parser().parse_args(argv)
+    scored = bool(args.context or args.queries)
+    if scored and not (args.context and args.queries and not args.rollouts):
+        print("rl value: error: --context and --queries go together, without rollouts files", file=sys.stderr)
+        return 2
+    if not scored and not args.rollouts:
+        print("rl value: error: pass rollouts.jsonl files or --context FILE --queries FILE", file=sys.stderr)
+        return 2
+    run = {(False, "train"): _train, (False, "eval"): _eval,
+           (True, "train"): train_scored, (True, "eval"): eval_scored}[(scored, args.cmd)]
     try:
-        (_train if args.cmd == "train" else _eval)(args)
+        run(args)
     except (FileNotFoundError, ValueError, ModelNotFoundError) as e:
         print(f"rl value: error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """Fitting and scoring V0 (SPECS §5): `InContextValueModel` trained across policies, then the
-intra-policy AUC of V0 next to the kNN-on-embeddings baseline.
+intra-policy AUC of V0 next to the kNN-on-embeddings and context-mean baselines.
 
 Training samples random episodes per step: per policy, a permutation of its usable prompts split
 into held-out queries and a context, padded into a batch with masks; loss = v0_loss(alpha).
@@ -85,19 +85,26 @@ def train_value_model(table: torch.Tensor, indexed, train_pool: list[int], allow
 @torch.no_grad()
 def evaluate_episodes(model: InContextValueModel, table: torch.Tensor, episodes: list[Episode],
                       knn_k: int = 16, threshold: float = 0.5) -> dict:
-    """Intra-policy AUC (SPECS §5) of V0 and of the kNN baseline on each episode's held-out queries.
+    """Intra-policy AUC (SPECS §5) of V0, the kNN baseline and the context mean on each episode's
+    held-out queries, and the pooled AUC over all episodes' queries together.
 
     Positives: query label > threshold. AUC per context, averaged over contexts with both classes.
-    Returns {v0_auc, knn_auc, contexts (counted), per_context: [{name, queries, context, positives,
-    v0_auc, knn_auc}]}. Example: evaluate_episodes(model, table, eps)["v0_auc"] -> 0.81
+    The context mean (the policy's mean context reward) is one constant per context, so its intra
+    AUC is 0.5 by construction (all ties); pooled across policies it ranks policies, not prompts.
+    Returns {v0_auc, knn_auc, context_mean_auc, pooled: {v0_auc, knn_auc, context_mean_auc},
+    contexts (counted), per_context: [{name, queries, context, positives, v0_auc, knn_auc,
+    context_mean_auc}]}. Example: evaluate_episodes(model, table, eps)["v0_auc"] -> 0.81
     """
-    per, v0s, knns, ys = [], [], [], []
+    per, scores, ys = [], {"v0": [], "knn": [], "context_mean": []}, []
     for ep in episodes:
         qe, ce = table[ep.query_idx], table[ep.context_idx]
-        v0s.append(model(qe, ce, ep.context_rewards))
-        knns.append(knn_baseline(qe, ce, ep.context_rewards, k=knn_k))
+        scores["v0"].append(model(qe, ce, ep.context_rewards))
+        scores["knn"].append(knn_baseline(qe, ce, ep.context_rewards, k=knn_k))
+        scores["context_mean"].append(ep.context_rewards.mean().expand(len(qe)))
         ys.append((ep.query_labels > threshold).float())
         per.append({"name": ep.name, "queries": len(ys[-1]), "context": len(ce), "positives": int(ys[-1].sum()),
-                    "v0_auc": auc(v0s[-1], ys[-1]), "knn_auc": auc(knns[-1], ys[-1])})
-    return {"v0_auc": intra_policy_auc(v0s, ys), "knn_auc": intra_policy_auc(knns, ys),
-            "contexts": sum(not math.isnan(r["v0_auc"]) for r in per), "per_context": per}
+                    **{f"{k}_auc": auc(v[-1], ys[-1]) for k, v in scores.items()}})
+    out = {f"{k}_auc": intra_policy_auc(v, ys) for k, v in scores.items()}
+    labels = torch.cat(ys) if ys else torch.zeros(0)
+    out["pooled"] = {f"{k}_auc": auc(torch.cat(v), labels) if v else float("nan") for k, v in scores.items()}
+    return {**out, "contexts": sum(not math.isnan(r["v0_auc"]) for r in per), "per_context": per}
