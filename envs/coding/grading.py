@@ -5,7 +5,8 @@ passes (a SKIPPED P2P test is no regression; a SKIPPED F2P test is no resolution
 (nothing resolves) when it holds a failure marker (patch apply failed, tests timed out or errored),
 when the start/end test-output markers are missing, when no test result parses and nothing shows the
 suite ran, or when the recorded exit code is non-zero while no test is reported failing. The marker
-strings are the official harness's, so logs are interchangeable.
+strings are the official harness's, so logs are interchangeable. This is the harness of generated
+and HumanEval tasks; official SWE-bench rows go to the `swebench` package (envs/coding/official.py).
 
 Example:
     report = grade_log(log_text, ["t.py::test_a"], ["t.py::test_b"]); report.resolved
@@ -128,8 +129,14 @@ def evaluate_patch(task, model_patch: str, make_sandbox, timeout_s: float = 120.
     """Grade `model_patch` on `task` in a fresh sandbox from `make_sandbox(task)`; return (report, log).
 
     An empty patch is graded like any other (it cannot resolve a task whose F2P tests fail at base).
+    Official SWE-bench rows (repo in the `swebench` package's spec tables) are run and graded by
+    the package itself (envs.coding.official); this harness is for generated and HumanEval tasks.
     """
+    from envs.coding.official import evaluate_official, is_official
     from envs.coding.tasks import materialize
+
+    if is_official(task):
+        return evaluate_official(task, model_patch, make_sandbox)
 
     sb = make_sandbox(task)
     try:

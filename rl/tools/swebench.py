@@ -3,13 +3,16 @@
     rl eval swebench --tasks generator:20 --agent replay --turn-control unlimited fixed:p75 \\
         dynamic:p50-p75 --calibrate --backend local --workers 2 --out runs/swe-demo
 
-Tasks: a JSONL of SWE-bench rows, `generator:N` (injected-bug repos) or `humaneval:N`.
+Tasks: a JSONL of SWE-bench rows, `generator:N` (injected-bug repos) or `humaneval:N`. Official rows
+(repo in the `swebench` package's spec tables) are run in the official images and graded by the
+package itself (envs/coding/official.py); generated and HumanEval tasks by envs/coding/grading.py.
 Agents: `scripted` (oracle: reads a file, applies the gold patch, submits), `replay` (oracle with
 per-task varying turn counts; some never solve), `openai:<url>` (OpenAI-compatible endpoint; model
 from --model-name), `policy:<name>` (the in-process HF engine on rl.workers.models.load_policy(name)).
 Per strategy, runs/<name>/<strategy>/ gets preds.jsonl (official format), trajectories/, eval_logs/,
 report.json; runs/<name>/ gets summary.json, summary.png and, with --calibrate, calibration.json
-(the unlimited run's turns per task, which percentile caps like fixed:p75 are read from).
+(the unlimited run's turns per task, which percentile caps like fixed:p75 are read from). A
+percentile cap with neither --calibrate nor --calibration calibrates first (a printed note says so).
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ import threading
 from pathlib import Path
 
 from allocation.turn_control import cost_reduction, parse_turn_control, percentile_turns
+from envs.coding.official import load_eval_tasks
 from envs.coding.runner import run_strategy, save_results
 from envs.coding.sandbox import LocalSandbox, SandboxUnavailable, detect_local_backend
-from envs.coding.sources import load_task_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--turn-control", nargs="+", default=["unlimited"],
                    help="strategies: unlimited | fixed:<N|pQ> | dynamic:<N|pQ>-<N|pQ>")
     p.add_argument("--calibrate", action="store_true",
-                   help="run unlimited first and read percentile caps from its turn distribution")
+                   help="run unlimited first and read percentile caps from its turn distribution "
+                        "(implied by a percentile cap when no --calibration file is given)")
     p.add_argument("--calibration", type=Path, default=None, help="calibration.json of an earlier run")
     p.add_argument("--backend", default="local", choices=["local", "docker"])
     p.add_argument("--workers", type=int, default=1)
@@ -96,11 +100,15 @@ def build_sandbox_factory(args):
     return lambda task: LocalSandbox.create(timeout_s=args.command_timeout, backend=backend)
 
 
+def uses_percentiles(spec: str) -> bool:
+    return ":p" in spec.lower() or "-p" in spec.lower()
+
+
 def check_strategies(specs: list[str], has_calibration: bool) -> None:
     """Fail before any work: bad syntax, or percentile caps with no calibration to read them from."""
     for spec in specs:
         parse_turn_control(spec, [1])
-        if ":p" in spec.lower() or "-p" in spec.lower():
+        if uses_percentiles(spec):
             if not has_calibration:
                 raise ValueError(f"--turn-control {spec}: percentile caps need --calibrate (an "
                                  "unlimited run first) or --calibration <calibration.json>")
@@ -180,8 +188,23 @@ def plot_summary(summaries: list[dict], png: Path) -> Path:
     return png
 
 
+def calibrate_if_needed(args) -> None:
+    """A percentile cap with no turn distribution to read it from: calibrate first, and say so.
+
+    The cap the user asked for (e.g. p75 of an unlimited run's turns) is then exactly what runs;
+    falling back to some fixed cap instead would report numbers for a strategy nobody chose.
+    """
+    pct = [s for s in args.turn_control if uses_percentiles(s)]
+    if pct and not args.calibrate and args.calibration is None:
+        print(f"note: {', '.join(pct)} reads its cap from an unlimited run's turn distribution and "
+              "none was given (--calibration FILE): running `unlimited` first to calibrate, as "
+              "--calibrate does", flush=True)
+        args.calibrate = True
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    calibrate_if_needed(args)
     try:
         check_strategies(args.turn_control, has_calibration=args.calibrate or args.calibration is not None)
     except ValueError as exc:
@@ -193,7 +216,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     try:
-        tasks = load_task_source(args.tasks, args.seed, args.workers)
+        tasks = load_eval_tasks(args.tasks, args.seed, args.workers)
         if args.backend == "local" and any(t.repo_files is None for t in tasks):
             raise ValueError("these rows carry no repo (official SWE-bench rows): they need "
                              "--backend docker and the official images")
