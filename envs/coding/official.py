@@ -140,13 +140,28 @@ def official_spec(task: CodingTask):
     if not swebench_installed():
         raise RuntimeError(NOT_INSTALLED)
     row = _row(task)
-    if _spec_tables_v4() is not None:
-        from swebench.harness.test_spec.test_spec import make_test_spec
-        return make_test_spec(row, namespace="swebench")
+    tables = _spec_tables_v4()
+    if tables is not None:
+        return _spec_v4(row, tables[task.repo][task.version])
     if not row["log_parser"]:
         row["log_parser"] = repo_parsers()[task.repo]
     from swebench.harness.utils import make_test_spec
     return make_test_spec(row)
+
+
+def _spec_v4(row: dict, specs: dict):
+    """swebench 4's TestSpec with only the eval script built (make_test_spec would also build the
+    image-setup scripts, which fetch requirement files over the network; the images exist already)."""
+    from swebench.harness.constants import MAP_REPO_TO_EXT
+    from swebench.harness.test_spec.create_scripts import make_eval_script_list
+    from swebench.harness.test_spec.test_spec import TestSpec
+    eval_list = make_eval_script_list(row, specs, "testbed", "/testbed", row["base_commit"],
+                                      row["test_patch"])
+    return TestSpec(instance_id=row["instance_id"], repo=row["repo"], version=row["version"],
+                    repo_script_list=[], eval_script_list=eval_list, env_script_list=[],
+                    arch="x86_64", FAIL_TO_PASS=list(row["FAIL_TO_PASS"]),
+                    PASS_TO_PASS=list(row["PASS_TO_PASS"]), language=MAP_REPO_TO_EXT[row["repo"]],
+                    docker_specs=specs.get("docker_specs", {}), namespace="swebench")
 
 
 def _reason(log: str, report: dict) -> str:
