@@ -75,8 +75,8 @@ def _etc_entries() -> list[str]:
 def write_etc(etc_dir: Path) -> None:
     """passwd/group/hosts naming only root, nobody and the caller: what `id`, git, pip look up."""
     uid, gid = os.getuid(), os.getgid()
-    users = {0: "root", NOBODY_ID: "nobody", uid: "sandbox"}
-    groups = {0: "root", NOBODY_ID: "nogroup", gid: "sandbox"}
+    users = {uid: "sandbox", 0: "root", NOBODY_ID: "nobody"}
+    groups = {gid: "sandbox", 0: "root", NOBODY_ID: "nogroup"}
     etc_dir.mkdir(parents=True, exist_ok=True)
     (etc_dir / "passwd").write_text("".join(
         f"{name}:x:{u}:{u if u != uid else gid}:{name}:/nonexistent:/usr/sbin/nologin\n"

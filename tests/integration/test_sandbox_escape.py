@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from envs.coding import sandbox_limits
 from envs.coding.sandbox import ESCAPES, LocalSandbox, SandboxWarning, probe_backend
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -228,13 +229,29 @@ def test_no_host_unix_sockets(box, tmp_path):
     assert not by_path.hits and not abstract.hits
 
 
+def _fork_bomb(sb, token: str) -> tuple:
+    """Run a fork bomb (its shell stays up until the 2 s timeout); return (result, peak number of
+    its processes seen from the host)."""
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.update(
+        res=_run(sb, ":(){ :|:& };:; sleep 300", token, timeout_s=2)))
+    runner.start()
+    peak = 0
+    while runner.is_alive():
+        peak = max(peak, len(_token_pids(token)))
+        time.sleep(0.05)
+    runner.join()
+    return out["res"], peak
+
+
 def test_fork_bomb(box):
     sb, token = box
     if not _claims(sb, "fork_bomb"):
         return
-    start = time.monotonic()
-    res = _run(sb, ":(){ :|:& };:", token, timeout_s=2)
-    assert time.monotonic() - start < 20 and res is not None
+    sb.nproc = 64
+    res, peak = _fork_bomb(sb, token)
+    assert res.timed_out and res.duration_s < 20
+    assert peak <= sb.nproc + 8, f"the bomb reached {peak} processes"
     assert subprocess.run(["true"]).returncode == 0          # the host can still fork
 
 
@@ -314,3 +331,35 @@ def test_plain_fallback_warns():
     for escape in ("read_host_files", "write_outside", "network", "unix_socket"):
         assert escape in sb.uncontained and escape in text
     assert "plain" in text
+
+
+def test_without_a_writable_cgroup(monkeypatch):
+    """No cgroup to write (as for an unprivileged caller): the sandbox says so, and a fork bomb and
+    a setsid daemon are still stopped by RLIMIT_NPROC of uid 65534 and the pid namespace."""
+    backend = next((b for b in ("bwrap", "unshare") if probe_backend(b)), None)
+    if backend is None:
+        pytest.skip("neither bwrap nor unshare works here")
+    monkeypatch.setattr(sandbox_limits, "_PARENTS", [sandbox_limits.CgroupParents()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb = LocalSandbox.create(backend=backend)
+    text = " ".join(str(w.message) for w in caught if issubclass(w.category, SandboxWarning))
+    assert "no pids cgroup" in text and "no memory cgroup" in text
+    assert set(sb.uncontained) == {"cgroup_escape"}
+    token = f"rl-escape-{uuid.uuid4().hex}"
+    try:
+        sb.nproc = 64
+        res, peak = _fork_bomb(sb, token)
+        assert res.timed_out and not sb.last_cgroups and peak <= sb.nproc + 8
+        spawn = f'setsid {sys.executable} -c "{DAEMON}" {token} </dev/null >/dev/null 2>&1 &'
+        res = _run(sb, f"{spawn} sleep 1; echo STARTED; sleep 300", token, timeout_s=2)
+        assert res.timed_out and "STARTED" in res.output
+        deadline = time.monotonic() + 5
+        while _token_pids(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        sb.close()
+        strays = _token_pids(token)
+        for pid in strays:
+            os.kill(pid, 9)
+    assert not strays, f"processes outlived the sandbox: {strays}"
