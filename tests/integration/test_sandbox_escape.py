@@ -6,6 +6,7 @@ not claim must be named, with its reason, in the `SandboxWarning` the sandbox ga
 the test's token in its command line survives (each found is killed by its PID and fails the test),
 the command's cgroups are gone, and no file the command tried to write outside its work dir exists.
 """
+import functools
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from envs.coding.sandbox import ESCAPES, LocalSandbox, SandboxWarning, probe_bac
 CHECKOUT = Path(__file__).resolve().parents[2]
 CHECKOUT_MARKER = "rl-checkout-marker-5d1c"      # this file holds it; the commands never spell it
 BACKENDS = ("bwrap", "unshare", "plain")
+present = functools.lru_cache(maxsize=None)(probe_backend)
 
 
 def _token_pids(token: str) -> list[int]:
@@ -43,7 +45,7 @@ def _token_pids(token: str) -> list[int]:
 @pytest.fixture(params=BACKENDS)
 def box(request):
     """(sandbox, token): a fresh sandbox on one backend; the host is checked after the test."""
-    if not probe_backend(request.param):
+    if not present(request.param):
         pytest.skip(f"{request.param} is not available on this machine")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -336,7 +338,7 @@ def test_plain_fallback_warns():
 def test_without_a_writable_cgroup(monkeypatch):
     """No cgroup to write (as for an unprivileged caller): the sandbox says so, and a fork bomb and
     a setsid daemon are still stopped by RLIMIT_NPROC of uid 65534 and the pid namespace."""
-    backend = next((b for b in ("bwrap", "unshare") if probe_backend(b)), None)
+    backend = next((b for b in ("bwrap", "unshare") if present(b)), None)
     if backend is None:
         pytest.skip("neither bwrap nor unshare works here")
     monkeypatch.setattr(sandbox_limits, "_PARENTS", [sandbox_limits.CgroupParents()])
