@@ -67,6 +67,13 @@ def _write_split(folder: Path, val_context, val_queries, texts: dict[str, str]) 
     (folder / "prompt_dict.json").write_text(json.dumps(dict(sorted(keys.items()))))
 
 
+def _train_args(a, context_size: int) -> dict:
+    names = ("steps", "batch_contexts", "query_size", "lr", "alpha", "hidden_dim", "heads",
+             "heldout_prompts", "seed", "knn_k", "threshold")
+    return {"context": str(a.context), "queries": str(a.queries), "context_size": context_size,
+            **{k: getattr(a, k) for k in names}}
+
+
 def train_scored(a) -> dict:
     """`rl value train --context C --queries Q --out v0.pt`: hold out prompts, train, evaluate."""
     start = time.perf_counter()
@@ -89,7 +96,7 @@ def train_scored(a) -> dict:
     metrics.update(embedder=embedder.name, embed_dim=embedder.dim, train_policies=names,
                    train_rows=len(train_rows), heldout_prompts=len(heldout), split_dir=str(split_dir),
                    final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])),
-                   seconds=round(time.perf_counter() - start, 1))
+                   seconds=round(time.perf_counter() - start, 1), train_args=_train_args(a, context_size))
     save_predictor(a.out, model, embedder.name, embedder.dim, a.hidden_dim, a.heads,
                    a.system_prompt, metrics)
     Path(a.out).with_suffix(".json").write_text(json.dumps(metrics, indent=2))
@@ -111,7 +118,10 @@ def eval_scored(a) -> dict:
     metrics = evaluate_episodes(model, table, episodes, a.knn_k, a.threshold)
     metrics.update(predictor=str(a.predictor), embedder=meta["embedder"], context_file=str(a.context),
                    queries_file=str(a.queries), positives=f"p > {a.threshold} (score > {2 * a.threshold - 1:g})",
-                   knn_k=a.knn_k, seconds=round(time.perf_counter() - start, 1))
+                   knn_k=a.knn_k, seconds=round(time.perf_counter() - start, 1),
+                   training={k: v for k, v in meta.get("metrics", {}).items()
+                             if k in ("train_args", "train_policies", "train_rows", "heldout_prompts",
+                                      "final_loss", "seconds")})
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(metrics, indent=2))
