@@ -186,7 +186,8 @@ def loss_settings(cfg: Config) -> LossSettings:
     return LossSettings(eps_low=al.eps_low, eps_high=al.eps_high, dual_clip_c=al.dual_clip_c,
                         loss_aggregation=al.loss_aggregation, kl_coef=al.kl_coef, kl_estimator=al.kl_estimator,
                         temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens,
-                        policy_loss=al.policy_loss)
+                        policy_loss=al.policy_loss, rollout_correction=al.rollout_correction,
+                        correction_params=dict(al.rollout_correction_params))
 
 
 def roles_from(cfg: Config, kind: str = "group", engines: int | None = None) -> dict:

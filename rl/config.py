@@ -103,6 +103,8 @@ class AlgorithmConfig:
     overlong_max_tokens: int | None = None  # DAPO overlong shaping L_max (None: off)
     overlong_cache_tokens: int = 4  # L_cache
     updates_per_batch: int = 1  # optimizer passes over each rollout batch
+    rollout_correction: str = "none"  # none | tis | mis | icepop | decoupled (algorithms/rollout_correction.py)
+    rollout_correction_params: dict[str, float] = field(default_factory=dict)  # e.g. {low: 0.5, high: 5.0}
 
 
 @dataclass
@@ -116,6 +118,8 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
     gradient_checkpointing: bool = False  # learner: recompute layer activations in backward (less memory)
+    max_staleness_steps: int = 0  # async: rollouts of up to k steps ahead in flight while the learner trains
+    rollout_thread: bool | None = None  # collect in a background thread (None: when max_staleness_steps > 0)
 
 
 @dataclass

@@ -45,11 +45,12 @@ RANGES: dict[str, str] = {
     "algorithm.eps_low": "[0, 1]", "algorithm.eps_high": "[0, 100]", "algorithm.dual_clip_c": "(1, 1e6]",
     "algorithm.kl_coef": "[0, 1e6]", "algorithm.max_generation_rounds": "[1, 1000]",
     "algorithm.overlong_max_tokens": f"[1, {TOKENS}]", "algorithm.overlong_cache_tokens": f"[0, {TOKENS}]",
-    "algorithm.updates_per_batch": "[1, 1000]",
+    "algorithm.updates_per_batch": "[1, 1000]", "algorithm.rollout_correction_params.*": "[0, 1e6]",
     # trainer
     "trainer.steps": f"[1, {BIG}]", "trainer.prompts_per_step": "[1, 1e6]", "trainer.minibatch_samples": "[1, 1e7]",
     "trainer.microbatch_samples": "[1, 1e7]", "trainer.lr": "(0, 1]", "trainer.weight_decay": "[0, 10]",
     "trainer.max_grad_norm": "(0, 1e12]", "trainer.warmup_steps": f"[0, {BIG}]",
+    "trainer.max_staleness_steps": "[0, 64]",
     # sync, resources, placement
     "sync.bucket_mb": "(0, 65536]", "sync.full_every_steps": f"[1, {BIG}]", "sync.dense_threshold": "[0, 1]",
     "sync.timeout_s": f"(0, {SECONDS}]", "sync.verify_every_steps": f"[1, {BIG}]",

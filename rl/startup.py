@@ -31,6 +31,7 @@ def check_startup(cfg: Config) -> None:
             if key == "path" or cfg.sft.eval_path is not None:
                 check_source(f"sft.{key}", getattr(cfg.sft, key))
     check_batch(cfg)
+    check_correction(cfg)
     try:
         parse_faults(cfg.run.chaos)
     except ValueError as e:
@@ -57,6 +58,36 @@ def check_batch(cfg: Config) -> None:
     if t.microbatch_samples > t.minibatch_samples:
         raise ConfigError(f"trainer.microbatch_samples: {t.microbatch_samples} is more than trainer.minibatch_samples "
                           f"({t.minibatch_samples}); a micro-batch is a slice of a mini-batch")
+
+
+def check_correction(cfg: Config) -> None:
+    """algorithm.rollout_correction's params bind (tried on a 1-token batch), and an async run with no
+    correction is warned about (its ratio is taken against stale engine log-probs)."""
+    import warnings
+
+    import torch
+
+    from algorithms.rollout_correction import ROLLOUT_CORRECTIONS
+    al, k = cfg.algorithm, cfg.trainer.max_staleness_steps
+    try:
+        fn = ROLLOUT_CORRECTIONS.get(al.rollout_correction)
+    except KeyError as e:
+        raise ConfigError(f"algorithm.rollout_correction: {e}") from None
+    try:
+        fn(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), **al.rollout_correction_params)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"algorithm.rollout_correction_params: {al.rollout_correction}: {e}") from None
+    if k > 0 and al.rollout_correction == "none":
+        warnings.warn(f"trainer.max_staleness_steps: {k} with algorithm.rollout_correction: none: samples up to {k} "
+                      "weight versions old are trained with the ratio taken against the engine's stale log-probs "
+                      "and no importance correction (sampler/trainer KL can grow and entropy collapse); "
+                      "consider rollout_correction: icepop, tis or decoupled", stacklevel=2)
+    if k > 0 and cfg.placement.mode == "colocated":
+        raise ConfigError(f"trainer.max_staleness_steps: {k} needs engines and learners on their own devices; "
+                          "placement.mode: colocated alternates them on one (set max_staleness_steps: 0)")
+    if k > 0 and cfg.algorithm.name not in ("grpo", "ppo"):
+        raise ConfigError(f"trainer.max_staleness_steps: {k}: only the grpo and ppo drivers run asynchronously, "
+                          f"not {cfg.algorithm.name}")
 
 
 def check_names(cfg: Config) -> None:

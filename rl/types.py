@@ -63,6 +63,8 @@ class RolloutBatch:
     turns: torch.Tensor | None = None
     weight_versions: torch.Tensor | None = None
     loss_mask: torch.Tensor | None = None
+    old_logprobs: torch.Tensor | None = None  # set by a rollout correction: the ratio's baseline [num_samples, max_len]
+    loss_weights: torch.Tensor | None = None  # set by a rollout correction: per-token loss weights [num_samples, max_len]
 
     @property
     def num_samples(self) -> int:
@@ -96,7 +98,9 @@ class RolloutBatch:
             finish_reasons=[self.finish_reasons[i] for i in rows] if self.finish_reasons else [],
             turns=None if self.turns is None else self.turns[idx],
             weight_versions=None if self.weight_versions is None else self.weight_versions[idx],
-            loss_mask=None if self.loss_mask is None else self.loss_mask[idx])
+            loss_mask=None if self.loss_mask is None else self.loss_mask[idx],
+            old_logprobs=None if self.old_logprobs is None else self.old_logprobs[idx],
+            loss_weights=None if self.loss_weights is None else self.loss_weights[idx])
 
     # -- building, joining and splitting batches: the one copy of the padding and chunking glue --
     @classmethod
@@ -150,7 +154,8 @@ class RolloutBatch:
                    group_ids=torch.cat([b.group_ids + o for b, o in zip(batches, offsets)]),
                    rewards=torch.cat([b.rewards for b in batches]),
                    finish_reasons=[f for b in batches for f in b.finish_reasons], turns=cat("turns", 0),
-                   weight_versions=cat("weight_versions", 0), loss_mask=cat("loss_mask", 0))
+                   weight_versions=cat("weight_versions", 0), loss_mask=cat("loss_mask", 0),
+                   old_logprobs=cat("old_logprobs", 0.0), loss_weights=cat("loss_weights", 0.0))
 
     def chunks(self, max_samples: int) -> list[tuple["RolloutBatch", torch.Tensor]]:
         """Consecutive whole groups packed into sub-batches of at most `max_samples` samples (a bigger

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from rl.types import RolloutBatch
+from rl.workers.correction import correct_parts
 from rl.workers.devices import compute_autocast
 from rl.workers.learner import (SyncingLearner, _rng_state, _set_rng_state, completion_logprobs, load_sharded_state,
                                 save_hf_folder, sharded_extras)
@@ -182,13 +183,14 @@ class ShardedLearner(ShardedModel, SyncingLearner):
         """
         if len(parts) != len(normalizers):
             raise ValueError(f"{len(parts)} parts but {len(normalizers)} normalisers")
+        parts, corrections = correct_parts(self, parts)  # algorithm.rollout_correction; none: unchanged
         sums, norms = [], []
         for _ in range(self.updates_per_batch):
             for part, (num_tokens, num_seqs) in zip(parts, normalizers):
                 acc, grad_norm = self._sharded_update(part, num_tokens, num_seqs)
                 sums.append(acc)
                 norms.append(grad_norm)
-        return self._combine_metrics(sums, norms)
+        return {**self._combine_metrics(sums, norms), **corrections}
 
     def _sharded_update(self, part: Part, num_tokens: float, num_seqs: float) -> tuple[dict, float]:
         self.opt.zero_grad(set_to_none=True)

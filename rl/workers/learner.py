@@ -9,12 +9,10 @@ Runs in-process (tests) or as a Ray actor (rl/workers/rollout_worker.py).
 """
 from __future__ import annotations
 
-import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import ray
 import torch
 
@@ -23,8 +21,11 @@ from algorithms.kl import approx_kl, kl_penalty
 from algorithms.policy_losses import POLICY_LOSSES  # ppo, gspo, cispo
 from algorithms.metrics import clip_fractions
 from rl.types import RolloutBatch
+from rl.workers.correction import correct_batch, correction_from
+from rl.workers.learner_state import (_rng_state, _set_rng_state, load_sharded_state,  # noqa: F401
+                                      save_hf_folder, sharded_extras)
 from rl.workers.devices import actor_device, compute_autocast, move_state, peak_memory_mb, placement_info
-from rl.workers.models import load_model, load_tokenizer
+from rl.workers.models import load_model
 from rl.workers.realloc import ReallocPeer, held_boxes
 from rollout.delta_sync import DeltaSender, bf16_crcs
 from rollout.hf_engine import left_pad
@@ -43,6 +44,8 @@ class LossSettings:
     kl_estimator: str = "k3"
     temperature: float = 1.0
     max_new_tokens: int = 16  # Dr.GRPO's normalising constant
+    rollout_correction: str = "none"  # a name in algorithms.rollout_correction.ROLLOUT_CORRECTIONS
+    correction_params: dict = field(default_factory=dict)  # e.g. {"low": 0.5, "high": 5.0} for icepop
 
 
 def shifted_outputs(model, prompt_ids: list[list[int]], completion_ids: torch.Tensor,
@@ -119,6 +122,7 @@ class Learner:
         device Ray assigned this actor (rl/workers/devices.py), CPU when it has none. gradient_checkpointing:
         each decoder layer's activations are recomputed in backward (less memory, one more forward)."""
         self.policy_loss = POLICY_LOSSES.get(loss.policy_loss)  # a typo fails before any loading
+        self.correction = correction_from(loss.rollout_correction, loss.correction_params)  # None: none
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
@@ -143,6 +147,7 @@ class Learner:
         return opt, sched
 
     def train_step(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        batch, corrections = correct_batch(self, batch)  # algorithm.rollout_correction; none: unchanged
         sums: dict[str, float] = {}
         n_updates = 0
         for _ in range(self.updates_per_batch):
@@ -154,7 +159,7 @@ class Learner:
         out = {k: v / n_updates for k, v in sums.items()}
         out["optimizer_steps"] = n_updates
         out["lr"] = self.sched.get_last_lr()[0]
-        return out
+        return {**out, **corrections}
 
     def _update(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
@@ -179,8 +184,11 @@ class Learner:
             logp, entropy = completion_logprobs(self.model, micro.prompt_ids, micro.completion_ids,
                                                 micro.completion_mask, micro.group_ids, L.temperature,
                                                 self.pad_id, with_entropy=True)
-        per_tok, clipped = self.policy_loss(logp, micro.logprobs, adv, mask, eps_low=L.eps_low,
+        old = micro.logprobs if micro.old_logprobs is None else micro.old_logprobs  # a correction's baseline
+        per_tok, clipped = self.policy_loss(logp, old, adv, mask, eps_low=L.eps_low,
                                             eps_high=L.eps_high, dual_clip_c=L.dual_clip_c)
+        if micro.loss_weights is not None:
+            per_tok = per_tok * micro.loss_weights
         m = {}
         if self.ref is not None:
             with torch.no_grad():
@@ -198,7 +206,7 @@ class Learner:
                 "loss": float(loss.detach()),
                 "entropy": float((entropy * mask).sum()) / num_tokens,
                 **clip_fractions(clipped, adv, mask, num_tokens),
-                "approx_kl": float(approx_kl(logp.detach(), micro.logprobs, mask)) * tok_share,
+                "approx_kl": float(approx_kl(logp.detach(), old, mask)) * tok_share,
                 "logprob_mismatch": float(diff.abs().sum()) / num_tokens,
                 "tokens_share": tok_share,
             })
@@ -275,54 +283,6 @@ class Learner:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
-
-
-def save_hf_folder(model, tokenizer_name: str, path: str) -> str:
-    """`save_pretrained` of `model` (safetensors) plus the tokenizer of `tokenizer_name`, written atomically."""
-    import shutil
-    import tempfile
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
-    model.save_pretrained(tmp, safe_serialization=True)
-    load_tokenizer(tokenizer_name).save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return str(target)
-
-
-def load_sharded_state(model, opt, dcp_dir: Path) -> None:
-    """Model + optimizer state from a torch.distributed.checkpoint folder, resharded to however `model`
-    is laid out now: any number of FSDP2 / DDP ranks, or one plain process."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    model_sd, optim_sd = get_state_dict(model, opt)  # templates: where the pieces go (optimizer state initialised)
-    state = {"model": model_sd, "optimizer": optim_sd}
-    dcp.load(state, checkpoint_id=str(dcp_dir))
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-
-
-def sharded_extras(path: Path, rank: int, world_size: int) -> dict:
-    """The scheduler + RNG state of `rank` from a sharded checkpoint (rank{r}.pt). Saved by another
-    number of ranks: rank 0's schedule (the same on every rank), and a warning that the per-rank RNG
-    streams cannot carry over, so the resumed run is exact in weights and optimizer, not in sampling."""
-    import warnings
-    mine = path / f"rank{rank}.pt"
-    extra = torch.load(mine if mine.exists() else path / "rank0.pt", weights_only=False)
-    if extra["world_size"] != world_size:
-        warnings.warn(f"{path} was saved by {extra['world_size']} learner ranks and is loaded by {world_size}: "
-                      "weights and optimizer state reshard exactly; RNG streams restart from rank 0's", stacklevel=2)
-    return extra
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
 
 
 class SyncingLearner(ReallocPeer, Learner):
