@@ -38,6 +38,20 @@ def spread(values: Sequence[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
+def matmul_gflops(size: int = 1024, min_s: float = 1.0) -> float:
+    """Measured fp32 GEMM rate of this machine (GFLOP/s, 2 * size^3 per call) with torch.mm on
+    size x size matrices at the current torch thread count, one warm-up call excluded: the compute
+    roof the MLP figures are read against."""
+    import torch
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    iters, start = 0, time.perf_counter()
+    while iters < 3 or time.perf_counter() - start < min_s:
+        torch.mm(a, b)
+        iters += 1
+    return 2 * size ** 3 * iters / (time.perf_counter() - start) / 1e9
+
+
 def mean_of(rows: Sequence[dict], key: str) -> float:
     """Mean of `row[key]` over metrics rows (every row must have the key)."""
     return sum(r[key] for r in rows) / len(rows)

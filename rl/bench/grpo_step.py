@@ -2,8 +2,10 @@
 
 Work: SmolLM2-135M-Instruct fp32, 8 prompts x 8 samples, 16 new tokens, beta 0, the same arithmetic
 prompts, exact-match reward, one optimizer step per rollout batch. Both are timed in the same run on
-the same machine; each runs `--steps` steps and the median of all but the first (warm-up) is
-reported. Writes bench/results/grpo_step.json.
+the same machine; each runs `--warmup-steps` (default 2) untimed steps and then `--measured-steps`
+(default 5) timed ones; the median, min and max of the measured steps and the ratio of the medians
+are reported, with the 1-minute load average before each side. About 8-10 minutes on 2 CPU cores.
+Writes bench/results/grpo_step.json.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rl.bench.common import machine_info, run_grpo_arm, spread, timestamp, write_results
+from rl.bench.common import loadavg_1min, machine_info, run_grpo_arm, spread, timestamp, write_results
 
 PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS = 8, 8, 16
 
@@ -26,7 +28,7 @@ def ours(steps: int, out_dir: Path) -> list[float]:
         f"trainer.minibatch_samples={PROMPTS_PER_STEP * SAMPLES}",
         f"trainer.microbatch_samples={PROMPTS_PER_STEP * SAMPLES}", "algorithm.kl_coef=0.0",
         "eval.before_after=false", "trainer.lr=1e-6"])
-    return [r["time/step_s"] for r in run.rows]
+    return [r["time/step_s"] for r in run.rows if "time/step_s" in r]
 
 
 def trl_reward(prompts, completions, answer, **_):
@@ -70,27 +72,46 @@ def trl(steps: int, out_dir: Path) -> list[float]:
     return times
 
 
+def step_summary(step_s: list[float], warmup: int) -> dict:
+    """Spread of the step times after the first `warmup` steps, and every step time for reference.
+    Example: step_summary([9.0, 5.0, 4.0, 6.0], 2) -> median 5.0, min 4.0, max 6.0, measured [4.0, 6.0]."""
+    measured = step_s[warmup:]
+    if not measured:
+        raise ValueError(f"{len(step_s)} steps leave none to measure after {warmup} warm-up steps")
+    return {**spread(measured), "measured_s": measured, "warmup_s": step_s[:warmup], "steps": len(measured)}
+
+
+def _side(fn, steps: int, warmup: int, out_dir: Path, name: str) -> dict:
+    load = loadavg_1min()
+    times = fn(steps, out_dir)
+    print(f"{name}: step times {[round(t, 2) for t in times]} s (first {warmup} warm-up)", flush=True)
+    return {**step_summary(times, warmup), "load_avg_1m": load}
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rl bench grpo-step", description=__doc__)
-    p.add_argument("--steps", type=int, default=3, help="steps per system; the first is warm-up")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per system")
+    p.add_argument("--measured-steps", type=int, default=5, help="timed steps per system, after the warm-up")
     p.add_argument("--out", default="bench/results/grpo_step.json")
     p.add_argument("--skip-trl", action="store_true")
     a = p.parse_args(argv)
+    steps = a.warmup_steps + a.measured_steps
     with tempfile.TemporaryDirectory() as tmp:
-        t_ours = ours(a.steps, Path(tmp))
-        print(f"ours: step times {[round(t, 2) for t in t_ours]} s", flush=True)
-        t_trl = [] if a.skip_trl else trl(a.steps, Path(tmp))
-        print(f"trl:  step times {[round(t, 2) for t in t_trl]} s", flush=True)
-    med = lambda ts: spread(ts[1:] if len(ts) > 1 else ts)["median"] if ts else None  # noqa: E731
+        sides = {"ours": _side(ours, steps, a.warmup_steps, Path(tmp), "ours")}
+        if not a.skip_trl:
+            sides["trl"] = _side(trl, steps, a.warmup_steps, Path(tmp), "trl")
+    o, t = sides["ours"], sides.get("trl")
     result = {"work": {"model": "smollm2-135m", "dtype": "float32", "prompts": PROMPTS_PER_STEP,
-                       "samples_per_prompt": SAMPLES, "max_new_tokens": NEW_TOKENS, "beta": 0.0},
-              "ours_step_s": med(t_ours), "trl_step_s": med(t_trl), "ours_all_s": t_ours, "trl_all_s": t_trl,
-              "ratio_ours_over_trl": med(t_ours) / med(t_trl) if t_trl else None,
-              "machine": machine_info("cpus", "python"), "date": timestamp()}
-    print(f"GRPO step: ours {result['ours_step_s']:.2f} s", end="")
-    if t_trl:
-        print(f" | TRL GRPOTrainer {result['trl_step_s']:.2f} s | ratio {result['ratio_ours_over_trl']:.3f}x "
-              "(target <= 0.5, goal <= 0.33)")
+                       "samples_per_prompt": SAMPLES, "max_new_tokens": NEW_TOKENS, "beta": 0.0,
+                       "warmup_steps": a.warmup_steps, "measured_steps": a.measured_steps},
+              "ours": o, "trl_grpo_trainer": t, "ours_step_s": o["median"], "trl_step_s": t and t["median"],
+              "ratio_ours_over_trl_median": o["median"] / t["median"] if t else None,
+              "load_avg_1m": o["load_avg_1m"], "machine": machine_info("cpus", "python"), "date": timestamp()}
+    print(f"GRPO step (median of {a.measured_steps} after {a.warmup_steps} warm-up): ours {o['median']:.2f} s "
+          f"[{o['min']:.2f}, {o['max']:.2f}]", end="")
+    if t:
+        print(f" | TRL GRPOTrainer {t['median']:.2f} s [{t['min']:.2f}, {t['max']:.2f}] | ratio of medians "
+              f"{result['ratio_ours_over_trl_median']:.3f}x | load avg {o['load_avg_1m']:.2f} / {t['load_avg_1m']:.2f}")
     else:
         print()
     write_results(a.out, result)
