@@ -1,4 +1,4 @@
-"""The chaos run: a tiny 20-step GRPO run with a fixed seed, faulted by run.chaos (a reward that raises,
+"""The chaos run: a tiny 14-step GRPO run with a fixed seed, faulted by run.chaos (a reward that raises,
 one that hangs past its deadline, a reward worker that dies, a killed engine, a killed learner, and the
 newest checkpoint corrupted before a restart), finishes by itself with every step logged once, and its
 final weights, optimizer state, torch RNG and metrics are bit-identical to the unfaulted run's."""
@@ -15,11 +15,11 @@ from rl.run.restarts import run_with_restarts
 
 ROOT = Path(__file__).parent.parent.parent
 PLUGINS = ROOT / "tests" / "fixtures" / "reward_plugins.py"
-STEPS = 20
-# checkpoints land after steps 1, 3, 5, ...; at step 15 the newest (step-13) is truncated and a learner
-# killed, so the restart must fall back to step-11
-FAULTS = ["reward_raise@2", "reward_hang@4", "kill_reward_worker@6", "kill_engine@8", "kill_learner@11",
-          "corrupt_checkpoint@15"]
+STEPS = 14
+# checkpoints land after steps 1, 3, 5, ...; at step 12 the newest (step-11) is truncated and a learner
+# killed, so the restart must fall back to step-9
+FAULTS = ["reward_raise@2", "reward_hang@4", "kill_reward_worker@5", "kill_engine@7", "kill_learner@9",
+          "corrupt_checkpoint@12"]
 VARYING = ("time", "tokens_per_s", "chaos/", "run/restarts", "sync/s", "realloc/s", "offload/", "memory/")
 
 
@@ -74,7 +74,7 @@ def test_chaos_run_recovers_bit_identically(ray_local, tmp_path, capfd):
     assert result["restarts"] == 3  # engine, learner, corrupted checkpoint
     assert json.loads((tmp_path / "chaos" / "chaos.json").read_text())["fired"] == FAULTS
     assert chaos[-1]["chaos/faults"] == len(FAULTS) and chaos[-1]["run/restarts"] == 3
-    assert "checkpoint step-000013" in err and "truncated" in err, err[-4000:]
+    assert "checkpoint step-000011" in err and "truncated" in err, err[-4000:]
     assert err.count("died: its process ended without a Python exception") == 3, err[-4000:]
     for a, b in zip(calm, chaos):  # the reward faults were recovered without a scored error
         assert _stable(a) == _stable(b), (a["step"], {k: (a.get(k), b.get(k)) for k in _stable(a) if a.get(k) != b.get(k)})
