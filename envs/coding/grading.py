@@ -14,35 +14,16 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-APPLY_PATCH_FAIL = ">>>>> Patch Apply Failed"
-APPLY_PATCH_PASS = ">>>>> Applied Patch"
-RESET_FAILED = ">>>>> Reset Failed"
-TESTS_ERROR = ">>>>> Tests Errored"
-TESTS_TIMEOUT = ">>>>> Tests Timed Out"
-START_TEST_OUTPUT = ">>>>> Start Test Output"
-END_TEST_OUTPUT = ">>>>> End Test Output"
-TEST_EXIT_CODE = ">>>>> Test Exit Code"
-FAILURE_MARKERS = (APPLY_PATCH_FAIL, RESET_FAILED, TESTS_ERROR, TESTS_TIMEOUT)
+from envs.coding.harness_log import (APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT,  # noqa: F401
+                                     FAILURE_MARKERS, RESET_FAILED, START_TEST_OUTPUT, TEST_EXIT_CODE,
+                                     TESTS_ERROR, TESTS_TIMEOUT, GradeReport)
 
 STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL")
 PASSING = ("PASSED", "XFAIL")
 _SUITE_RAN = re.compile(r"=+ .*\d+ (passed|failed|error)", re.M)
 _EXIT_CODE = re.compile(re.escape(TEST_EXIT_CODE) + r":\s*(-?\d+)")
 _SKIP_COUNT = re.compile(r"^\[\d+\]$")
-
-
-@dataclass
-class GradeReport:
-    resolved: bool
-    log_valid: bool
-    reason: str = ""                      # why the log was invalid, or "" when it was valid
-    f2p_success: list[str] = field(default_factory=list)
-    f2p_failure: list[str] = field(default_factory=list)
-    p2p_success: list[str] = field(default_factory=list)
-    p2p_failure: list[str] = field(default_factory=list)
-    status_map: dict[str, str] = field(default_factory=dict)
 
 
 def parse_pytest_log(log: str) -> dict[str, str]:

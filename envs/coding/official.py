@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from envs.coding.grading import (APPLY_PATCH_FAIL, FAILURE_MARKERS, START_TEST_OUTPUT,
-                                 TESTS_TIMEOUT, GradeReport)
+from envs.coding.harness_log import (APPLY_PATCH_FAIL, FAILURE_MARKERS, START_TEST_OUTPUT,
+                                     TESTS_TIMEOUT, GradeReport)
 from envs.coding.tasks import CodingTask
 
 # the harness's apply chain, in its order (a failed try is undone before the next)
@@ -57,14 +57,6 @@ def load_official_rows(path: Path) -> list[CodingTask]:
     """Rows of a SWE-bench JSONL, keeping the harness columns (eval_script, log_parser, image, ...)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     return [OfficialTask.from_row(r) for r in rows]
-
-
-def load_eval_tasks(spec: str, seed: int = 0, workers: int = 1) -> list[CodingTask]:
-    """`rl eval swebench --tasks`: a JSONL keeps its harness columns; generator:/humaneval: as before."""
-    from envs.coding.sources import load_task_source
-    if ":" not in spec and Path(spec).exists():
-        return load_official_rows(Path(spec))
-    return load_task_source(spec, seed, workers)
 
 
 def swebench_installed() -> bool:

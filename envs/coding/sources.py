@@ -18,3 +18,11 @@ def load_task_source(spec: str, seed: int = 0, workers: int = 1) -> list[CodingT
     if not path.exists():
         raise FileNotFoundError(f"--tasks {spec!r}: no such file (or use generator:N, humaneval:N)")
     return load_tasks(path)
+
+
+def load_eval_tasks(spec: str, seed: int = 0, workers: int = 1) -> list[CodingTask]:
+    """`rl eval swebench --tasks`: a JSONL keeps its SWE-bench harness columns; generator:/humaneval: as above."""
+    if ":" not in spec and Path(spec).exists():
+        from envs.coding.official import load_official_rows
+        return load_official_rows(Path(spec))
+    return load_task_source(spec, seed, workers)

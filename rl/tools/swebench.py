@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from allocation.turn_control import cost_reduction, parse_turn_control, percentile_turns
-from envs.coding.official import load_eval_tasks
+from envs.coding.sources import load_eval_tasks
 from envs.coding.runner import run_strategy, save_results
 from envs.coding.sandbox import LocalSandbox, SandboxUnavailable, detect_local_backend
 

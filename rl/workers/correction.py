@@ -1,6 +1,6 @@
 """`algorithm.rollout_correction` at the learner: the proximal log-probs and the corrected batch.
 
-At the start of a train step the learner recomputes, without gradients, the log-probs of the batch's
+At the start of a train step the learner recomputes, without gradients (`Learner.proximal_logprobs`), the log-probs of the batch's
 sampled tokens under its current weights (the proximal policy pi_old); the registered correction
 (algorithms/rollout_correction.py) compares them with the engine's (the behaviour policy pi_b) and
 says what the policy loss's ratio is taken against (`RolloutBatch.old_logprobs`) and how each token's
@@ -28,27 +28,6 @@ def correction_from(name: str, params: dict | None):
     return None if name == "none" else partial(fn, **(params or {}))
 
 
-def proximal_logprobs(learner, batch: RolloutBatch, forward_idle=None, n_micro: int | None = None) -> torch.Tensor:
-    """log pi_old of every sampled token [S, T] (0 on padding), micro-batch by micro-batch without
-    gradients. `forward_idle` + `n_micro`: a sharded rank's collective padding (see module doc)."""
-    from rl.workers.devices import compute_autocast
-    from rl.workers.learner import completion_logprobs
-    out = torch.zeros_like(batch.logprobs)
-    micros = batch.chunks(learner.microbatch_samples) if batch.num_samples else []
-    with torch.no_grad():
-        for i in range(max(len(micros), n_micro or 0)):
-            if i >= len(micros):
-                forward_idle()
-                continue
-            micro, rows = micros[i]
-            m = micro.to(learner.device)
-            with compute_autocast(learner.device, learner.dtype, learner.master_dtype):
-                logp = completion_logprobs(learner.model, m.prompt_ids, m.completion_ids, m.completion_mask,
-                                           m.group_ids, learner.loss.temperature, learner.pad_id)
-            out[rows] = logp.float().cpu() * micro.train_mask.float()
-    return out
-
-
 def corrected(batch: RolloutBatch, prox: torch.Tensor, correction) -> tuple[RolloutBatch, object]:
     """The batch with `old_logprobs` and `loss_weights` from `correction(prox, engine, mask)`."""
     c = correction(prox, batch.logprobs, batch.train_mask)
@@ -59,7 +38,7 @@ def correct_batch(learner, batch: RolloutBatch) -> tuple[RolloutBatch, dict[str,
     """A single learner: the whole batch corrected once per train step. -> (batch, mismatch metrics)"""
     if learner.correction is None:
         return batch, {}
-    batch, c = corrected(batch, proximal_logprobs(learner, batch), learner.correction)
+    batch, c = corrected(batch, learner.proximal_logprobs(batch), learner.correction)
     return batch, c.metrics
 
 
@@ -80,7 +59,7 @@ def correct_parts(learner, parts: list) -> tuple[list, dict[str, float]]:
                 _idle_forward(learner)
             out.append(None)
             continue
-        batch, c = corrected(part[0], proximal_logprobs(learner, part[0], lambda: _idle_forward(learner), n),
+        batch, c = corrected(part[0], learner.proximal_logprobs(part[0], lambda: _idle_forward(learner), n),
                              learner.correction)
         out.append((batch, part[1]))
         m = batch.train_mask.bool()

@@ -161,6 +161,25 @@ class Learner:
         out["lr"] = self.sched.get_last_lr()[0]
         return {**out, **corrections}
 
+    def proximal_logprobs(self, batch: RolloutBatch, forward_idle=None, n_micro: int | None = None) -> torch.Tensor:
+        """log pi_old of every sampled token [S, T] (0 off the train mask) under the current weights, micro-batch
+        by micro-batch without gradients (rl/workers/correction.py). `forward_idle` + `n_micro`: a sharded
+        rank with fewer micro-batches runs idle forwards so every rank joins the same collectives."""
+        out = torch.zeros_like(batch.logprobs)
+        micros = batch.chunks(self.microbatch_samples) if batch.num_samples else []
+        with torch.no_grad():
+            for i in range(max(len(micros), n_micro or 0)):
+                if i >= len(micros):
+                    forward_idle()
+                    continue
+                micro, rows = micros[i]
+                m = micro.to(self.device)
+                with compute_autocast(self.device, self.dtype, self.master_dtype):
+                    logp = completion_logprobs(self.model, m.prompt_ids, m.completion_ids, m.completion_mask,
+                                               m.group_ids, self.loss.temperature, self.pad_id)
+                out[rows] = logp.float().cpu() * micro.train_mask.float()
+        return out
+
     def _update(self, mb: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
         num_tokens, num_seqs = loss_normalizers(mb.train_mask)

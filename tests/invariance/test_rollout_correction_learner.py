@@ -9,7 +9,6 @@ import torch
 from learners import make_batch
 
 from algorithms.advantages import grpo_advantages
-from rl.workers.correction import proximal_logprobs
 from rl.workers.learner import Learner, LossSettings
 
 
@@ -31,7 +30,7 @@ def _on_policy(tiny):
     """A batch whose engine log-probs are the learner's own (pi_b = pi_old exactly)."""
     model, tok = tiny
     batch, _ = make_batch(model, tok)
-    return dataclasses.replace(batch, logprobs=proximal_logprobs(_learner(), batch)), tok
+    return dataclasses.replace(batch, logprobs=_learner().proximal_logprobs(batch)), tok
 
 
 def test_tis_with_nothing_to_correct_gives_the_uncorrected_gradient(tiny):
