@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/rl bench memory
 	$(BIN)/rl bench realloc
 	$(BIN)/rl bench preflight
+	$(BIN)/rl bench async
 
 clean:
 	rm -rf $(VENV) runs
