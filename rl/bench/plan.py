@@ -10,6 +10,9 @@
    16 new tokens, beta 0: generate + one train step; the learner takes the behaviour log-probs from
    the engine, so there is no separate inference pass).
 4. `rl plan` on the 8-, 64- and 128-GPU specs. Writes bench/results/plan.json.
+5. ReaLHF's settings (rl/bench/plan_realhf.py): searched plan vs best heuristic with the per-call
+   breakdown, with and without the GEMM-width term ("realhf"; `--realhf-only` runs just this step
+   and keeps the rest of plan.json).
 
 Example: nice -n 10 rl bench plan --repeats 2
 """
@@ -138,14 +141,25 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iters", type=int, default=20000)
     p.add_argument("--out", default="bench/results/plan.json")
+    p.add_argument("--realhf-only", action="store_true", help="only the ReaLHF settings (no CPU measurements); "
+                   "updates the realhf section of --out and keeps the rest")
     a = p.parse_args(argv)
+    from rl.bench.plan_realhf import realhf_section
+
+    if a.realhf_only:
+        out = Path(a.out)
+        result = json.loads(out.read_text()) if out.exists() else {}
+        result["realhf"] = realhf_section(a.seed, a.iters, 20.0)
+        write_results(a.out, result, indent=1)
+        return 0
     torch.manual_seed(0)
     calibration, (hw, smollm2) = calibrate(a.repeats)
     calibration["holdout_grpo_step"] = holdout(hw, smollm2)
     plans = {}
     for path in SPECS:
         plans[load_cluster_spec(path).name] = run_plan(path, a.seed, a.iters, 20.0)
-    result = {"calibration": calibration, "plans": plans, **machine_info("loadavg_1min"), "date": timestamp()}
+    result = {"calibration": calibration, "plans": plans, "realhf": realhf_section(a.seed, a.iters, 20.0),
+              **machine_info("loadavg_1min"), "date": timestamp()}
     write_results(a.out, result, indent=1)
     return 0
 

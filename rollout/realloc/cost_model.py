@@ -12,6 +12,11 @@ constants fitted to measured step times (`rl bench plan` fits them on this CPU):
 - tp: 2 all-reduces per layer per forward (4 with backward) of tokens * hidden activations;
   ring all-reduce t = 2 (k - 1)/k * bytes / bandwidth + 2 (k - 1) * latency.
 - dp (train): one gradient all-reduce of the local gradient bytes.
+- GEMM width (opt-in, `gemm_half_width` > 0): the compute ceiling of a matmul whose local weight
+  width is w = hidden / tp is scaled by w / (w + gemm_half_width) (a Hockney half-performance
+  width: narrow tensor-parallel shards reach less of the peak). It slows only compute-bound work
+  (train, inference, prefill), not memory-bound decoding, so training prefers dp while generation
+  keeps preferring tp; 0 (the default) turns it off.
 Memory (bytes per device): params b*n/(tp*pp); train adds grads b*n/(tp*pp), optimizer
 20*n/(dp*tp*pp) (fp32 master + Adam moments + fp32 grad, ZeRO-sharded) and activations
 34*hidden bytes per token per layer / tp (Korthikanti et al. 2022, flash attention, sequence
@@ -78,6 +83,7 @@ class Hardware:
     compute_efficiency: float = 0.5
     memory_efficiency: float = 0.7
     overhead_us_per_layer: float = 20.0
+    gemm_half_width: float = 0.0  # 0: off; else local matmul width at half the compute ceiling
 
     @property
     def num_gpus(self) -> int:
@@ -122,9 +128,17 @@ def kv_bytes_per_token(shape: LlamaShape, tp: int, param_bytes: int) -> float:
     return 2.0 * shape.layers * kv_local * shape.head_dim * param_bytes
 
 
-def kernel_s(flops: float, nbytes: float, layer_passes: float, hw: Hardware) -> float:
-    """Roofline time of work done on one device plus a fixed cost per layer pass."""
-    compute = flops / (hw.peak_tflops * 1e12 * hw.compute_efficiency)
+def gemm_width_factor(width: float, half_width: float) -> float:
+    """Share of the compute ceiling a matmul of local weight width `width` reaches:
+    width / (width + half_width); 1.0 when half_width <= 0. gemm_width_factor(256, 256) == 0.5."""
+    return 1.0 if half_width <= 0 else width / (width + half_width)
+
+
+def kernel_s(flops: float, nbytes: float, layer_passes: float, hw: Hardware, width: float | None = None) -> float:
+    """Roofline time of work done on one device plus a fixed cost per layer pass; `width` (the
+    local matmul width) scales the compute ceiling by gemm_width_factor (None: no scaling)."""
+    factor = 1.0 if width is None else gemm_width_factor(width, hw.gemm_half_width)
+    compute = flops / (hw.peak_tflops * 1e12 * hw.compute_efficiency * factor)
     memory = nbytes / (hw.hbm_gbytes_per_s * 1e9 * hw.memory_efficiency)
     return max(compute, memory) + layer_passes * hw.overhead_us_per_layer * 1e-6
 
@@ -165,7 +179,7 @@ def _pass_s(shape: LlamaShape, tokens: float, context: float, s: Strategy, hw: H
     comm = (2 * mult) * (shape.layers / s.pp) * allreduce_s(
         mb_tokens * shape.hidden * hw.param_bytes, s.tp, tp_bw, hw.link_latency_us)
     p2p = 0.0 if s.pp == 1 else mb_tokens * shape.hidden * hw.param_bytes / (hw.inter_node_gbytes_per_s * 1e9)
-    stage = kernel_s(flops, weights, layer_passes, hw) + comm + p2p
+    stage = kernel_s(flops, weights, layer_passes, hw, shape.hidden / s.tp) + comm + p2p
     return pipeline_s(stage, m, s.pp)
 
 
@@ -193,7 +207,7 @@ def generate_s(shape: LlamaShape, call: Call, s: Strategy, hw: Hardware) -> floa
     tp_bw, _ = _links(s, hw)
     comm = 2 * (shape.layers / s.pp) * allreduce_s(mb * shape.hidden * hw.param_bytes, s.tp, tp_bw,
                                                    hw.link_latency_us)
-    step = m * (kernel_s(flops, nbytes, shape.layers / s.pp, hw) + comm)
+    step = m * (kernel_s(flops, nbytes, shape.layers / s.pp, hw, shape.hidden / s.tp) + comm)
     step += (s.pp - 1) * hw.link_latency_us * 1e-6 if s.pp > 1 else 0.0
     return waves * (prefill + call.gen_len * step)
 
