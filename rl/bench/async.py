@@ -1,8 +1,8 @@
 """`rl bench async`: SmolLM2 GRPO at trainer.max_staleness_steps k = 0, 1, 2 in one run (SPECS §11).
 
 Every arm is recipes/quickstart.yaml with the same seed, steps, prompts and samples per step and the
-same rollout correction (IcePop, so only k differs); k = 0 is the synchronous loop. Per arm: samples/s
-over the whole loop, the share of the loop each actor sat idle (learner: 1 - sum(train) / wall;
+same rollout correction (IcePop, so only k differs); k = 0 is the synchronous loop. Per arm, the first
+`--warmup-steps` steps left out: samples/s over the loop, the share of the loop each actor sat idle (learner: 1 - sum(train) / wall;
 engine: 1 - sum(generate) / wall), mean and max staleness, the mismatch metrics, held-out greedy accuracy
 after training. Writes bench/results/async.json and .png.
 
@@ -30,29 +30,33 @@ def predicted_speedup(generate_s: float, train_s: float, other_s: float) -> floa
     return (generate_s + train_s + other_s) / (max(generate_s, train_s) + other_s)
 
 
+def summarize_arm(rows: list[dict], k: int, warmup_steps: int) -> dict:
+    """An arm's figures from its metrics rows, the first `warmup_steps` steps left out of the timings."""
+    timed = rows[warmup_steps:] or rows
+    loop_s = sum(r["time/step_s"] for r in timed)
+    gen_s = sum(r["time/generate_s"] + r["time/reward_s"] for r in timed)
+    train_s = sum(r["time/train_s"] for r in timed)
+    samples = sum(round(r["tokens_generated"] / max(r["response_length/mean"], 1e-9)) for r in timed)
+    out = {"steps": len(rows), "timed_steps": len(timed), "samples_timed": samples, "loop_s": loop_s,
+           "samples_per_s": samples / loop_s, "step_s_median": sorted(r["time/step_s"] for r in timed)[len(timed) // 2],
+           "learner_idle_frac": max(0.0, 1 - train_s / loop_s), "engine_idle_frac": max(0.0, 1 - gen_s / loop_s),
+           "phase_s_per_step": {"generate_and_reward": gen_s / len(timed), "train": train_s / len(timed),
+                                "other": max(0.0, loop_s - gen_s - train_s) / len(timed) if k == 0 else None},
+           "reward_curve": [r["reward/mean"] for r in rows]}
+    for key in ("staleness/mean", "staleness/max", "staleness/dropped_samples", "mismatch/logprob_abs_diff",
+                "mismatch/kl", "mismatch/is_weight_mean", "mismatch/ess_frac", "mismatch/masked_frac"):
+        if all(key in r for r in rows):
+            out[key] = max(r[key] for r in rows) if key == "staleness/max" else mean_of(rows, key)
+    return out
+
+
 def run_arm(k: int, a, out_dir: Path) -> dict:
     t0 = time.time()
     run = run_grpo_arm(f"k{k}", out_dir, [
         f"run.seed={a.seed}", f"trainer.steps={a.steps}", f"trainer.max_staleness_steps={k}",
         "algorithm.rollout_correction=icepop", f"eval.num_prompts={a.eval_prompts}", "run.progress_bar=false",
         *a.override], recipe=a.recipe)
-    wall = time.time() - t0
-    rows = run.rows
-    loop_s = sum(r["time/step_s"] for r in rows)
-    gen_s = sum(r["time/generate_s"] + r["time/reward_s"] for r in rows)
-    train_s = sum(r["time/train_s"] for r in rows)
-    samples = sum(r["tokens_generated"] / max(r["response_length/mean"], 1e-9) for r in rows)
-    out = {"steps": len(rows), "samples": round(samples), "loop_s": loop_s, "wall_s": wall,
-           "samples_per_s": samples / loop_s, "learner_idle_frac": max(0.0, 1 - train_s / loop_s),
-           "engine_idle_frac": max(0.0, 1 - gen_s / loop_s),
-           "phase_s_per_step": {"generate_and_reward": gen_s / len(rows), "train": train_s / len(rows),
-                                "other": max(0.0, loop_s - gen_s - train_s) / len(rows) if k == 0 else None},
-           "reward_curve": [r["reward/mean"] for r in rows], **run.evals}
-    for key in ("staleness/mean", "staleness/max", "staleness/dropped_samples", "mismatch/logprob_abs_diff",
-                "mismatch/kl", "mismatch/is_weight_mean", "mismatch/ess_frac", "mismatch/masked_frac"):
-        if all(key in r for r in rows):
-            out[key] = max(r[key] for r in rows) if key == "staleness/max" else mean_of(rows, key)
-    return out
+    return {**summarize_arm(run.rows, k, a.warmup_steps), "wall_s": time.time() - t0, **run.evals}
 
 
 def main(argv: list[str]) -> int:
@@ -62,11 +66,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--ks", type=int, nargs="+", default=[0, 1, 2], help="max_staleness_steps per arm")
     p.add_argument("--eval-prompts", type=int, default=100)
+    p.add_argument("--warmup-steps", type=int, default=2, help="steps left out of the timings, every arm")
     p.add_argument("--override", nargs="*", default=[], help="extra dotted overrides for every arm")
     add_study_args(p, "async")
     a = p.parse_args(argv)
     load = loadavg_1min()
     arms = {f"k{k}": run_arm(k, a, Path(a.runs_dir)) for k in a.ks}
+    return report(arms, a, load)
+
+
+def report(arms: dict, a, load: float) -> int:
+    """Ratios to the first arm, the idle-time model, the table, results JSON and plot."""
     base = arms[f"k{a.ks[0]}"]
     ph = base["phase_s_per_step"]
     result = {"config": vars(a), "loadavg_1min_before": load, "arms": arms,

@@ -89,3 +89,16 @@ def test_rollout_batch_carries_the_correction_fields_through_select_and_concat()
     assert sel.old_logprobs.shape == (1, 2) and sel.loss_weights.tolist() == [[0.5, 0.5]]
     cat = RolloutBatch.concat([b, b], 0)
     assert cat.loss_weights.shape == (4, 2)
+
+
+def test_async_bench_leaves_the_warmup_steps_out_of_the_timings():
+    summarize = importlib.import_module("rl.bench.async").summarize_arm
+    rows = [{"time/step_s": s, "time/generate_s": g, "time/reward_s": 0.5, "time/train_s": t,
+             "tokens_generated": 64 * 10, "response_length/mean": 10.0, "reward/mean": 0.1}
+            for s, g, t in [(100.0, 50.0, 40.0), (10.0, 4.5, 4.0), (10.0, 5.5, 4.0)]]
+    out = summarize(rows, k=0, warmup_steps=1)
+    assert out["timed_steps"] == 2 and out["samples_timed"] == 128
+    assert out["samples_per_s"] == pytest.approx(128 / 20)
+    assert out["learner_idle_frac"] == pytest.approx(1 - 8 / 20)
+    assert out["engine_idle_frac"] == pytest.approx(1 - 11 / 20)
+    assert out["phase_s_per_step"] == {"generate_and_reward": 5.5, "train": 4.0, "other": 0.5}
