@@ -73,6 +73,7 @@ RANGES: dict[str, str] = {
     "control.vf_coef": "[0, 100]", "control.max_grad_norm": "(0, 1e12]", "control.total_env_steps": "[1, 1e15]",
     "control.max_updates": f"[0, {BIG}]", "control.num_shards": "[1, 4096]", "control.hidden_sizes.*": "[1, 1e5]",
     "control.torch_threads": "[1, 1024]", "control.eval_episodes": "[0, 1e7]", "control.ewma_decay": "[0, 1)",
+    "control.eval_every_env_steps": "[0, 1e13]",
     "control.sweep_num_envs.*": "[1, 1e8]",
     # LLM PPO critic
     "critic.lr": "(0, 1]", "critic.value_clip": "(0, 1e6]", "critic.value_loss_coef": "[0, 1e6]",

@@ -94,6 +94,7 @@ class ControlConfig:
     torch_threads: int = 1               # intra-op threads; 1 avoids spin contention on small batches, 0 = torch default
     eval_episodes: int = 100
     eval_deterministic: bool = True
+    eval_every_env_steps: int = 0        # > 0: also evaluate each time this many env steps have passed (eval time logged apart)
     ewma_decay: float = 0.0              # PPO-EWMA: > 0 clips against an EWMA of past policies
     sweep_num_envs: list[int] = field(default_factory=list)  # non-empty: scaling study over N
     progress_bar: bool = True

@@ -11,13 +11,17 @@ a prompt with success rate p given N rollouts has a non-zero GRPO gradient (a mi
     expected effective prompts = sum_i P(mixed_i)             = samples / total; prompts / M)
 Regimes (what the allocator sees): "true_p" the recorded p; "one_visit" the KnapsackState estimate
 after one earlier visit of 8 simulated Bernoulli(p) rollouts (seeded, averaged over --draws);
-"context_mean" a constant prediction, the mean p of the policy's other context rows. A V0 model is
-not included: the repo's V0 (rl/v0) embeds prompts with a frozen language model.
+"context_mean" a constant prediction, the mean p of the policy's other context rows; with
+--v0-predictor, "v0" V0's prediction from the policy's context and "knn" the kNN-on-embeddings one
+(rl/bench/_v0_regime.py).
 Prompt sets: "context" (the policy's 512 context rows; its predictor is cross-fitted over two
-seeded halves, each half predicted by the other's mean) and "queries" (the policy's train.jsonl
-rows, predicted by the mean of all its context rows).
+seeded halves, each half predicted by the other's mean), "queries" (the policy's train.jsonl
+rows, predicted by the mean of all its context rows) and, with --v0-predictor, "heldout" (the
+prompts `rl value train` held out for every policy: V0 never saw them; context = the policy's
+context rows of the kept prompts).
 
-Example: rl bench allocation --offline shared/data/v0_dapomath --draws 20 --seed 0
+Example: rl bench allocation --offline shared/data/v0_dapomath --draws 20 --seed 0 \
+             --v0-predictor runs/v0_authors/v0.pt --v0-split runs/v0_authors/v0_split
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from rl.bench.common import figure, write_results
 Allocator = Callable[[Sequence[float], int], list[int]]
 FILES = {"context": "context.jsonl", "queries": "train.jsonl"}
 REGIMES = ("true_p", "one_visit", "context_mean")
+LEARNED = ("v0", "knn")  # regimes of the "heldout" set only
 PAPER_REFERENCE = ("Knapsack RL (Li et al., 2025): effective-gradient ratio +20-40% vs uniform during "
                    "training (SPECS.md §4)")
 
@@ -140,12 +145,17 @@ def mean_rows(rows: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
 
 
 def regimes(p_true: Sequence[float], p_context: Sequence[float], allocs: dict[str, Allocator],
-            samples_per_prompt: int, draws: int, rng: np.random.Generator) -> dict[str, dict]:
-    """{regime: {allocator: metrics}} for one prompt set at total samples_per_prompt x M."""
+            samples_per_prompt: int, draws: int, rng: np.random.Generator,
+            predicted: dict[str, Sequence[float]] | None = None) -> dict[str, dict]:
+    """{regime: {allocator: metrics}} for one prompt set at total samples_per_prompt x M; each
+    `predicted` estimate (name -> p_hat [M]) is one more regime."""
     total = samples_per_prompt * len(p_true)
     visits = [compare(p_true, visit_estimates(p_true, 8, rng), total, allocs) for _ in range(draws)]
-    return {"true_p": compare(p_true, p_true, total, allocs), "one_visit": mean_rows(visits),
-            "context_mean": compare(p_true, p_context, total, allocs)}
+    out = {"true_p": compare(p_true, p_true, total, allocs), "one_visit": mean_rows(visits),
+           "context_mean": compare(p_true, p_context, total, allocs)}
+    for name, p_hat in (predicted or {}).items():
+        out[name] = compare(p_true, p_hat, total, allocs)
+    return out
 
 # ---------------------------------------------------------------------------------------------
 # Data layout and the bench
@@ -168,8 +178,9 @@ def read_policies(data_dir: str | Path) -> dict[str, dict[str, list[float]]]:
 
 
 def run(data_dir: str | Path, draws: int = 20, seed: int = 0, samples_per_prompt: int = 8,
-        n_low: int = 2, n_up: int = 64) -> dict:
-    """The results file's dict: per policy and prompt set, {regime: {allocator: metrics}}."""
+        n_low: int = 2, n_up: int = 64, heldout: dict[str, dict[str, list[float]]] | None = None) -> dict:
+    """The results file's dict: per policy and prompt set, {regime: {allocator: metrics}}.
+    `heldout`: `rl.bench._v0_regime.heldout_predictions` (policy -> p_true, v0, knn, context_mean)."""
     allocs = allocators(n_low, n_up)
     policies = {}
     for i, (policy, sets) in enumerate(read_policies(data_dir).items()):  # file order: model, step
@@ -181,6 +192,12 @@ def run(data_dir: str | Path, draws: int = 20, seed: int = 0, samples_per_prompt
         if queries:
             entry["queries"] = regimes(queries, [float(np.mean(ctx))] * len(queries), allocs,
                                        samples_per_prompt, draws, rng)
+        if heldout and policy in heldout:
+            h = heldout[policy]
+            entry["prompts"]["heldout"] = len(h["p_true"])
+            entry["mean_p"]["heldout"] = float(np.mean(h["p_true"]))
+            entry["heldout"] = regimes(h["p_true"], h["context_mean"], allocs, samples_per_prompt, draws, rng,
+                                       {k: h[k] for k in LEARNED})
         policies[policy] = entry
     return {"bench": "allocation_offline", "data_dir": Path(data_dir).name, "seed": seed,
             "draws_one_visit": draws, "samples_per_prompt_uniform": samples_per_prompt,
@@ -191,21 +208,26 @@ def run(data_dir: str | Path, draws: int = 20, seed: int = 0, samples_per_prompt
                            "v0_ubp": "allocation.budgets.v0_budgets (greedy on U(B,p))"},
             "regimes": {"true_p": "recorded p (10 rollouts per prompt in the data)",
                         "one_visit": "KnapsackState estimate from 8 simulated Bernoulli(p) rollouts",
-                        "context_mean": "context-mean predictor (a constant per policy)"},
-            "v0_prediction_included": False,
-            "v0_prediction_note": "not included: rl/v0's value model needs a frozen language-model embedder",
+                        "context_mean": "context-mean predictor (a constant per policy)",
+                        "v0": "heldout set: sigmoid(V0(prompt, the policy's context)), prompts unseen in training",
+                        "knn": "heldout set: mean p of the 16 nearest context prompts (embeddings)"},
+            "v0_prediction_included": bool(heldout),
             "true_p_note": "p is itself the 10-rollout success rate of the data, treated as the truth",
             "paper_reference": PAPER_REFERENCE, "policies": policies}
 
 
-def plot(result: dict, png: Path, prompt_set: str = "context") -> None:
+def plot(result: dict, png: Path) -> None:
     """Bars per policy, uniform and each (regime, allocator): the expected effective-gradient ratio
-    (share of samples in mixed groups) on the left, the effective-prompt ratio on the right."""
+    (share of samples in mixed groups). Left: the context prompts (true p, one visit, context mean);
+    right, when V0 ran: the held-out prompts with V0's and kNN's predictions as two more regimes."""
+    sets = ["context"] + (["heldout"] if result.get("v0_prediction_included") else [])
+    key = "expected_effective_gradient_ratio"
     policies = list(result["policies"])
-    bars = [("uniform", "true_p")] + [(a, r) for r in REGIMES for a in ("knapsack", "v0_ubp")]
-    width = 0.8 / len(bars)
-    with figure(png, ncols=2, figsize=(15, 4.6)) as axes:
-        for ax, key in zip(axes, ("expected_effective_gradient_ratio", "expected_effective_prompt_ratio")):
+    with figure(png, ncols=len(sets), figsize=(8 * len(sets), 4.6)) as axes:
+        for ax, prompt_set in zip(np.atleast_1d(axes), sets):
+            names = REGIMES + (LEARNED if prompt_set == "heldout" else ())
+            bars = [("uniform", "true_p")] + [(a, r) for r in names for a in ("knapsack", "v0_ubp")]
+            width = 0.8 / len(bars)
             for j, (alloc, regime) in enumerate(bars):
                 ys = [result["policies"][p][prompt_set][regime][alloc][key] for p in policies]
                 label = "uniform 8" if alloc == "uniform" else f"{alloc} / {regime}"
@@ -215,25 +237,25 @@ def plot(result: dict, png: Path, prompt_set: str = "context") -> None:
             ax.set_ylim(0, 1.2)
             ax.set_ylabel(key.replace("_", " "))
             ax.legend(fontsize=6, ncol=4, loc="upper center")
-        axes[0].set_title(f"{result['data_dir']}: {prompt_set} prompts, same total budget, N in "
-                          f"[{result['samples_per_prompt_min']}, {result['samples_per_prompt_max']}]", fontsize=9)
+            ax.set_title(f"{result['data_dir']}: {prompt_set} prompts, same total budget, N in "
+                         f"[{result['samples_per_prompt_min']}, {result['samples_per_prompt_max']}]", fontsize=9)
 
 
 def report(result: dict) -> None:
-    """One line per policy and prompt set: the effective-gradient ratio and the gains vs uniform."""
-    print(f"{'policy':38s} {'set':8s} {'uniform':>7s}  " + "  ".join(f"{r + ' k/v0':>22s}" for r in REGIMES))
+    """One line per policy, prompt set and regime: the effective-gradient ratio of Knapsack / V0
+    budgets and their gains vs uniform."""
+    print(f"{'policy':40s} {'set':8s} {'uniform':>7s}  {'regime':13s} {'knapsack':>16s} {'v0_ubp':>16s}")
     for policy, entry in result["policies"].items():
-        for prompt_set in ("context", "queries"):
+        for prompt_set in ("context", "queries", "heldout"):
             if prompt_set not in entry:
                 continue
             res = entry[prompt_set]
-            cells = "  ".join(f"{res[r]['knapsack']['expected_effective_gradient_ratio']:.3f}/"
-                              f"{res[r]['v0_ubp']['expected_effective_gradient_ratio']:.3f} "
-                              f"({res[r]['knapsack']['gain_vs_uniform_effective_gradient_ratio'] - 1:+.0%}/"
-                              f"{res[r]['v0_ubp']['gain_vs_uniform_effective_gradient_ratio'] - 1:+.0%})"
-                              for r in REGIMES)
             uni = res["true_p"]["uniform"]["expected_effective_gradient_ratio"]
-            print(f"{policy:38s} {prompt_set:8s} {uni:7.3f}  {cells}")
+            for regime, row in res.items():
+                cells = " ".join(f"{row[a]['expected_effective_gradient_ratio']:.3f} "
+                                 f"({row[a]['gain_vs_uniform_effective_gradient_ratio'] - 1:+6.1%})"
+                                 for a in ("knapsack", "v0_ubp"))
+                print(f"{policy[:40]:40s} {prompt_set:8s} {uni:7.3f}  {regime:13s} {cells}")
     print(f"reference: {result['paper_reference']}")
 
 
@@ -245,9 +267,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--samples-per-prompt", type=int, default=8, help="uniform N; total = this x prompts")
     p.add_argument("--n-low", type=int, default=2)
     p.add_argument("--n-up", type=int, default=64)
+    p.add_argument("--v0-predictor", metavar="V0.PT", help="`rl value train` output: adds the heldout set")
+    p.add_argument("--v0-split", metavar="DIR", help="its validation split (default: <V0>_split/ beside it)")
+    p.add_argument("--embed-cache", help="embedding cache folder, as for `rl value eval`")
     p.add_argument("--out", default="bench/results/allocation_offline.json")
     a = p.parse_args(argv)
-    result = run(a.offline, a.draws, a.seed, a.samples_per_prompt, a.n_low, a.n_up)
+    heldout = None
+    if a.v0_predictor:
+        from rl.bench._v0_regime import heldout_predictions  # torch + the embedder: only when asked
+        split = a.v0_split or Path(a.v0_predictor).with_name(Path(a.v0_predictor).stem + "_split")
+        heldout = heldout_predictions(a.v0_predictor, split, a.embed_cache)
+    result = run(a.offline, a.draws, a.seed, a.samples_per_prompt, a.n_low, a.n_up, heldout)
     report(result)
     plot(result, write_results(a.out, result).with_suffix(".png"))
     return 0

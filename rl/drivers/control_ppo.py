@@ -5,7 +5,8 @@
         buf     = collect(env, agent)                 T x N steps, truncation bootstraps
         metrics = ppo_update(agent, buf, ...)         GAE + clipped surrogate from algorithms/
         log(metrics: returns, approx-KL, clip fraction, explained variance, SPS env/inference/train)
-    eval: eval_episodes episodes, one per env, greedy actions unless eval_deterministic is False
+    eval: eval_episodes episodes, one per env, greedy actions unless eval_deterministic is False; at the
+          end, and every eval_every_env_steps env steps when > 0 (time/eval_s: their time, part of wall)
 
 With `control.sweep_num_envs` the same recipe is trained at each N (rl/control/scaling.py). Runs are
 short and start from scratch: `--resume` is ignored (each update is still logged exactly once).
@@ -72,6 +73,7 @@ def train_one(cfg: Config, callbacks: list = ()) -> dict[str, float]:
               postfix={"ret": "return/mean_100", "sps": "sps/end_to_end"})
     obs, _ = env.reset(seed=seed)
     env_steps, t_start, metrics, update = 0, time.perf_counter(), {}, 0
+    eval_s, next_eval = 0.0, c.eval_every_env_steps
     for update in run.steps():
         if c.anneal_lr:
             opt.param_groups[0]["lr"] = c.lr * (1 - update / c.num_updates)
@@ -87,6 +89,12 @@ def train_one(cfg: Config, callbacks: list = ()) -> dict[str, float]:
                         "return/mean_100": tracker.mean_return(), "time/wall_s": wall,
                         "sps/end_to_end": env_steps / wall, "mem/peak_rss_gb": peak_rss_gb(),
                         "lr": opt.param_groups[0]["lr"]})
+        if 0 < next_eval <= env_steps and c.eval_episodes > 0:  # a mid-run greedy eval, its time kept apart
+            t_eval = time.perf_counter()
+            metrics.update(evaluate(agent, c, seed + 10_000))
+            eval_s += time.perf_counter() - t_eval
+            next_eval = (env_steps // c.eval_every_env_steps + 1) * c.eval_every_env_steps
+        metrics["time/eval_s"] = eval_s
         run.log(update, metrics)
         if c.stop_at_mean_return is not None and len(tracker.recent_returns) >= 100 \
                 and tracker.mean_return() >= c.stop_at_mean_return:

@@ -138,3 +138,28 @@ def test_minilm_builtin_embeds_with_mean_pooling():
     e = embedder(["What is 1 + 2?", "Find the area of a circle of radius 3."])
     assert embedder.dim == 384 and e.shape == (2, 384) and embedder.max_tokens == 256
     assert torch.isfinite(e).all()
+
+
+def test_offline_allocation_reads_v0_predictions_on_the_heldout_prompts(trained):
+    """`rl bench allocation --offline DIR --v0-predictor` adds the held-out prompt set, where V0's and
+    kNN's predictions are two more estimate regimes, scored on the recorded p like the others."""
+    from rl.bench._v0_regime import heldout_predictions
+    from rl.bench.allocation_offline import main as offline_main
+    root, data, out = trained
+    preds = heldout_predictions(out, root / "v0_split", str(root / "cache"))
+    queries = _rows(root / "v0_split" / "queries.jsonl")
+    assert sum(len(v["p_true"]) for v in preds.values()) == len(queries)
+    for v in preds.values():
+        assert len(v["v0"]) == len(v["knn"]) == len(v["p_true"])
+        assert all(0.0 < x < 1.0 for x in v["v0"]) and len(set(v["context_mean"])) == 1
+    result = root / "alloc.json"
+    assert offline_main(["--offline", str(data), "--draws", "2", "--v0-predictor", str(out),
+                         "--embed-cache", str(root / "cache"), "--out", str(result)]) == 0
+    written = json.loads(result.read_text())
+    assert written["v0_prediction_included"] and result.with_suffix(".png").is_file()
+    for name, v in preds.items():
+        held = written["policies"][name]["heldout"]
+        assert set(held) == {"true_p", "one_visit", "context_mean", "v0", "knn"}
+        assert written["policies"][name]["prompts"]["heldout"] == len(v["p_true"])
+        total = 8 * len(v["p_true"])
+        assert all(row["rollouts_total"] == total for regime in held.values() for row in regime.values())
