@@ -220,6 +220,7 @@ def plot(result: dict, png: Path) -> None:
     """Bars per policy, uniform and each (regime, allocator): the expected effective-gradient ratio
     (share of samples in mixed groups). Left: the context prompts (true p, one visit, context mean);
     right, when V0 ran: the held-out prompts with V0's and kNN's predictions as two more regimes."""
+    import matplotlib
     sets = ["context"] + (["heldout"] if result.get("v0_prediction_included") else [])
     key = "expected_effective_gradient_ratio"
     policies = list(result["policies"])
@@ -231,7 +232,8 @@ def plot(result: dict, png: Path) -> None:
             for j, (alloc, regime) in enumerate(bars):
                 ys = [result["policies"][p][prompt_set][regime][alloc][key] for p in policies]
                 label = "uniform 8" if alloc == "uniform" else f"{alloc} / {regime}"
-                ax.bar(np.arange(len(policies)) + (j - len(bars) / 2 + 0.5) * width, ys, width, label=label)
+                ax.bar(np.arange(len(policies)) + (j - len(bars) / 2 + 0.5) * width, ys, width, label=label,
+                       color=matplotlib.colormaps["tab20"](j % 20))
             ticks = [p.replace("@", "\n").replace("-Distill-", "-Distill-\n") for p in policies]
             ax.set_xticks(range(len(policies)), ticks, fontsize=6)
             ax.set_ylim(0, 1.2)
