@@ -2,6 +2,7 @@
 
 - `arithmetic`: "What is a + b?" style questions; operand digit counts mixed from `digits`; train
   and held-out splits are disjoint and seeded.
+- `code`: functions to write, graded by unit tests (HumanEval or MBPP-style rows; envs/coding/code_task.py).
 - `dataset`: a JSONL / Parquet file, a `datasets` folder or a hub id (`envs.sources`); the prompt is a
   string or chat messages, the answer column may be a dotted path, other columns reach reward
   functions as keyword arguments; the chat template is applied by the tokenizer, once.
@@ -10,6 +11,7 @@ Example: task = ArithmeticTask(digits=[1, 2], seed=0); batch = task.sampler().ne
 """
 from __future__ import annotations
 
+import importlib
 import random
 from dataclasses import dataclass, field
 
@@ -164,6 +166,12 @@ class DatasetTask(Task):
             extra = {k: v for k, v in r.items() if k != pcol}
             out.append(Example(key=str(r.get("id", i)), prompt=prompt, answer=str(answer), columns=extra))
         return out
+
+
+@TASKS.register("code")
+def _code_task(**kwargs) -> Task:
+    """Code RL (envs/coding/code_task.py), imported when a recipe asks for it."""
+    return importlib.import_module("envs.coding.code_task").CodeTask(**kwargs)
 
 
 def build_task(name: str, **kwargs) -> Task:

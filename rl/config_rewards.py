@@ -41,6 +41,7 @@ class RewardConfig:
     weight: float = 1.0
     style: Literal["trl", "verl"] = "trl"
     timeout_s: float = 10.0  # rule: per batch call; model: per batch_size samples
+    workers: int = 1  # rule: the batch is split into this many Ray tasks scored in parallel
     on_error: float = 0.0  # score for a sample whose reward raised, returned NaN or timed out
     max_error_fraction: float = 0.5  # a step where more of the samples fail stops the run (exit 2)
     # model: a sequence-classification reward model (local HF folder or hub id) in its own Ray actor
@@ -84,6 +85,8 @@ def check_rewards_config(rewards: list[RewardConfig]) -> None:
             raise ConfigError(f"{key}.max_error_fraction: must be in [0, 1], got {r.max_error_fraction}")
         if not r.timeout_s > 0:
             raise ConfigError(f"{key}.timeout_s: must be > 0 seconds, got {r.timeout_s}")
+        if r.workers < 1:
+            raise ConfigError(f"{key}.workers: must be >= 1 (parallel Ray tasks per batch), got {r.workers}")
         if r.model is not None:
             _check_model(key, r)
         if r.judge is not None:

@@ -234,7 +234,7 @@ def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], colum
         completions = [[{"role": "assistant", "content": t}] for t in completions]
     if completion_ids is not None:
         columns = {**columns, "completion_ids": completion_ids}
-    refs = []
+    refs, start = [], time.perf_counter()
     for i, c in enumerate(cfgs):
         if c.kind == "model":
             actor = models.get(i) if models is not None else None
@@ -247,12 +247,20 @@ def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], colum
                                                                      if k != "completion_ids"}, c.on_error))
         else:
             fault = take_reward_fault()  # run.chaos only: (kind, marker) for this batch, else None
-            refs.append(_score_task.remote(resolve_spec(c.fn), c.style, prompts, completions, columns, c.timeout_s,
-                                           c.on_error, fault))
+            parts = []
+            for j, idx in enumerate(chunk_indices(len(completions), c.workers)):
+                pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+                parts.append((idx, _score_task.remote(resolve_spec(c.fn), c.style, pick(prompts), pick(completions),
+                                                      {k: pick(v) for k, v in columns.items()}, c.timeout_s,
+                                                      c.on_error, fault if j == 0 else None)))
+            refs.append(parts)
     per_fn, errors, extras, n = {}, {}, {}, len(completions)
     for name, c, ref in zip(reward_names(cfgs), cfgs, refs):
-        per_fn[name], errors[name], first, *more = (_collect_model if c.kind == "model" else _collect)(c, ref, n)
+        collect = {"model": _collect_model, "judge": _collect}.get(c.kind, _collect_parts)
+        per_fn[name], errors[name], first, *more = collect(c, ref, n)
         extras.update({f"{name}/{k}": v for k, v in (more[0] if more else {}).items()})
+        if c.kind == "fn":  # rewards run concurrently: samples over the time until this one was in
+            extras[f"{name}/samples_per_s"] = n / max(time.perf_counter() - start, 1e-9)
         _report(name, c, errors[name], n, first)
     total = []
     for i in range(n):
@@ -301,6 +309,31 @@ def _collect(c: RewardConfig, ref, n: int) -> tuple[list, int, dict | None]:
     except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError):
         ray.cancel(ref, force=True)
         return [c.on_error] * n, n, None
+
+
+def chunk_indices(n: int, parts: int) -> list[list[int]]:
+    """Contiguous index chunks, at most `parts`, sizes differing by at most one.
+    Example: chunk_indices(5, 2) -> [[0, 1, 2], [3, 4]]; chunk_indices(1, 4) -> [[0]]."""
+    parts = max(1, min(parts, n))
+    size, extra = divmod(n, parts)
+    bounds = [0]
+    for j in range(parts):
+        bounds.append(bounds[-1] + size + (j < extra))
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])] if n else [[]]
+
+
+def _collect_parts(c: RewardConfig, parts: list, n: int) -> tuple[list, int, dict | None, dict]:
+    """A rule reward scored as parallel Ray tasks (`workers`): each part collected with its own backstop,
+    scores put back in sample order, errors summed, extras averaged weighted by part size."""
+    values, n_err, first, sums = [None] * n, 0, None, {}
+    for idx, ref in parts:
+        v, err, f, *more = _collect(c, ref, len(idx))
+        for i, x in zip(idx, v):
+            values[i] = x
+        n_err, first = n_err + err, first or f
+        for k, x in (more[0] if more else {}).items():
+            sums.setdefault(k, []).append((x, len(idx)))
+    return values, n_err, first, {k: sum(x * w for x, w in v) / sum(w for _, w in v) for k, v in sums.items()}
 
 
 def _collect_model(c: RewardConfig, ref, n: int) -> tuple[list, int, dict | None]:
