@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 from allocation.turn_control import TurnPolicy, after_turn, initial_state, turn_costs
+from envs.coding.chat import ModelUnavailable, api_messages
 from envs.coding.tasks import CodingTask, current_patch, materialize
 
 SUBMIT_SENTINEL = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
@@ -73,6 +74,7 @@ class Turn:
     output_tokens: int
     cost: float
     reminder: str | None = None
+    format_ok: bool = True        # the reply held a valid action (bash block / tool call)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Trajectory:
     patch: str = ""
     extended: bool = False
     wall_s: float = 0.0
+    agent_format: str = "bash"    # bash (bash-in-markdown) | tools (chat-completions tools API)
 
     @property
     def num_turns(self) -> int:
@@ -123,14 +126,60 @@ def format_observation(returncode: int, output: str, timed_out: bool) -> str:
     return f"{note}<returncode>{returncode}</returncode>\n<output>\n{output}</output>"
 
 
+@dataclass
+class Step:
+    """One model call and what it led to, in a format's own message shapes."""
+    assistant: dict                   # the assistant message (with `extra`: actions, tokens, time)
+    observations: list[dict]          # user or tool messages answering it (may be empty on submit)
+    action: str | None                # the command run, None when the reply held no valid action
+    returncode: int | None
+    submitted: bool
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def observation(self) -> str:
+        return "\n".join(m["content"] for m in self.observations)
+
+
+def _obs_extra(res) -> dict:
+    return {"returncode": res.returncode, "timed_out": res.timed_out, "timestamp": time.time()}
+
+
+def bash_step(model: ChatModel, messages: list[dict], sb, command_timeout_s: float) -> Step:
+    """The bash-in-markdown format: one ```bash block per reply; the observation is a user message."""
+    reply, n_in, n_out = model.chat(api_messages(messages))
+    action, n_blocks = parse_action(reply)
+    actions = [] if action is None else [{"command": action}]
+    assistant = {"role": "assistant", "content": reply, "extra": {
+        "actions": actions, "input_tokens": n_in, "output_tokens": n_out, "timestamp": time.time()}}
+    if action is None:
+        obs = {"role": "user", "content": FORMAT_ERROR.format(n=n_blocks),
+               "extra": {"interrupt_type": "FormatError", "n_actions": n_blocks, "timestamp": time.time()}}
+        return Step(assistant, [obs], None, None, False, n_in, n_out)
+    res = sb.run(action, timeout_s=command_timeout_s)
+    submitted = res.output.lstrip().splitlines()[:1] == [SUBMIT_SENTINEL]
+    obs = {"role": "user", "content": format_observation(res.returncode, res.output, res.timed_out),
+           "extra": _obs_extra(res)}
+    return Step(assistant, [obs], action, res.returncode, submitted, n_in, n_out)
+
+
 def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
               make_sandbox: Callable[[CodingTask], object], hard_turn_limit: int = 100,
               command_timeout_s: float = 60.0, price_in_per_mtok: float = 1.0,
-              price_out_per_mtok: float = 4.0) -> Trajectory:
-    """One task, one agent, one turn-control policy -> a Trajectory (patch included)."""
+              price_out_per_mtok: float = 4.0, agent_format: str = "bash",
+              step: Callable | None = None, system_prompt: str = SYSTEM_PROMPT) -> Trajectory:
+    """One task, one agent, one turn-control policy -> a Trajectory (patch included).
+
+    `step(model, messages, sandbox, command_timeout_s) -> Step` is the agent format (bash_step here,
+    tools_agent.tools_step for the tools API); turn control is the same for every format: after each
+    turn `after_turn` decides, and its reminder is appended to the turn's last observation.
+    ModelUnavailable (the server is gone) is raised; any other model failure ends this trajectory.
+    """
+    step = step or bash_step
     start = time.monotonic()
-    traj = Trajectory(task.instance_id, policy.name)
-    traj.messages = [{"role": "system", "content": SYSTEM_PROMPT},
+    traj = Trajectory(task.instance_id, policy.name, agent_format=agent_format)
+    traj.messages = [{"role": "system", "content": system_prompt},
                      {"role": "user", "content": INSTANCE_PROMPT.format(
                          problem_statement=task.problem_statement)}]
     sb = make_sandbox(task)
@@ -139,24 +188,18 @@ def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
         state = initial_state(policy)
         while True:
             try:
-                reply, n_in, n_out = model.chat(list(traj.messages))
+                st = step(model, list(traj.messages), sb, command_timeout_s)
+            except ModelUnavailable:
+                raise
             except Exception as exc:  # a model failure ends this trajectory, not the run
                 traj.exit_status = f"model_error: {type(exc).__name__}: {exc}"[:300]
                 break
-            traj.messages.append({"role": "assistant", "content": reply})
-            action, n_blocks = parse_action(reply)
-            submitted, rc = False, None
-            if action is None:
-                obs = FORMAT_ERROR.format(n=n_blocks)
-            else:
-                res = sb.run(action, timeout_s=command_timeout_s)
-                rc = res.returncode
-                submitted = res.output.lstrip().splitlines()[:1] == [SUBMIT_SENTINEL]
-                obs = format_observation(res.returncode, res.output, res.timed_out)
-            cost = turn_costs([n_in], [n_out], price_in_per_mtok, price_out_per_mtok)[0]
-            turn = Turn(action, obs, rc, n_in, n_out, cost)
+            traj.messages.append(st.assistant)
+            cost = turn_costs([st.input_tokens], [st.output_tokens], price_in_per_mtok, price_out_per_mtok)[0]
+            turn = Turn(st.action, st.observation, st.returncode, st.input_tokens, st.output_tokens, cost,
+                        format_ok=bool(st.assistant["extra"].get("actions")))
             traj.turns.append(turn)
-            if submitted:
+            if st.submitted:
                 traj.exit_status = "submitted"
                 break
             at_cap = state.cap_turns is not None and state.turns_used + 1 >= state.cap_turns
@@ -170,9 +213,13 @@ def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
                 traj.exit_status = "hard_limit"
                 break
             turn.reminder = decision.message
-            content = obs if decision.message is None else f"{obs}\n{decision.message}"
-            traj.messages.append({"role": "user", "content": content})
+            obs = [dict(m) for m in st.observations]
+            if decision.message is not None:
+                obs[-1]["content"] = f"{obs[-1]['content']}\n{decision.message}"
+            traj.messages.extend(obs)
         traj.patch = current_patch(sb, base)
+    except ModelUnavailable:
+        raise
     except Exception as exc:
         traj.exit_status = f"sandbox_error: {type(exc).__name__}: {exc}"[:300]
     finally:

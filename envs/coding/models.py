@@ -1,8 +1,10 @@
-"""Chat models the agent can drive: scripted/replayed (tests), an OpenAI-compatible HTTP endpoint,
-and the in-process policy engine (`generate(list[GenerationRequest]) -> list[Completion]`).
+"""Chat models the agent can drive: scripted/replayed (tests), an OpenAI-compatible server
+(envs/coding/openai_client.py, re-exported here) and the in-process policy engine
+(`generate(list[GenerationRequest]) -> list[Completion]`).
 
-All implement `chat(messages) -> (text, input_tokens, output_tokens)`. Models that cannot count
-tokens use approx_tokens = ceil(chars / 4), applied to the whole history each turn (it is resent).
+All implement `chat(messages) -> (text, input_tokens, output_tokens)` (bash-in-markdown agent) and
+`chat_tools(messages, tools) -> ChatReply` (tool-calling agent). Models that cannot count tokens use
+approx_tokens = ceil(chars / 4), applied to the whole history each turn (it is resent).
 
 Example:
     model = OpenAIChatModel("http://localhost:8000/v1", "Qwen2.5-Coder-7B"); model.chat(msgs)
@@ -10,23 +12,20 @@ Example:
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
-import urllib.error
-import urllib.request
+import re
 
+from envs.coding.chat import ChatReply, api_messages, approx_tokens, history_tokens
+from envs.coding.openai_client import OpenAIChatModel
+from envs.coding.tool_format import (TOOLS_CHAT_TEMPLATE, ToolCall, parse_tool_calls, template_renders_tools,
+                                     text_before_calls)
 from rollout.types import GenerationRequest
 
+__all__ = ["EngineChatModel", "OpenAIChatModel", "ScriptedModel", "approx_tokens", "history_tokens",
+           "oracle_replies", "replay_profile"]
+
 SUBMIT = "```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"
-
-
-def approx_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / 4))
-
-
-def history_tokens(messages: list[dict]) -> int:
-    return sum(approx_tokens(m["content"]) + 4 for m in messages)
+_BLOCK = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
 
 
 class ScriptedModel:
@@ -40,6 +39,19 @@ class ScriptedModel:
         reply = self.replies[self.calls] if self.calls < len(self.replies) else SUBMIT
         self.calls += 1
         return reply, history_tokens(messages), approx_tokens(reply)
+
+    def chat_tools(self, messages: list[dict], tools: list[dict]) -> ChatReply:
+        """The same script as tool calls: a bash block -> `bash`, the submit echo -> `submit`;
+        a reply with no block -> text only (no call)."""
+        text, n_in, n_out = self.chat(messages)
+        blocks = _BLOCK.findall(text)
+        if len(blocks) != 1:
+            return ChatReply(text, [], n_in, n_out, "stop")
+        thought = text.split("```bash", 1)[0].strip()
+        cmd = blocks[0].strip()
+        call = (ToolCall(f"call_{self.calls}", "submit", "{}") if "COMPLETE_TASK_AND_SUBMIT" in cmd else
+                ToolCall(f"call_{self.calls}", "bash", json.dumps({"command": cmd})))
+        return ChatReply(thought, [call], n_in, n_out, "tool_calls")
 
 
 def bash(thought: str, command: str) -> str:
@@ -79,35 +91,6 @@ def replay_profile(instance_id: str, seed: int = 0) -> dict:
     return {"explore_turns": rng.randint(2, 6), "flail_turns": rng.randint(8, 20), "solve": False}
 
 
-class OpenAIChatModel:
-    """Any OpenAI-compatible /chat/completions endpoint (vLLM, SGLang, llama.cpp server, ...)."""
-
-    def __init__(self, base_url: str, model: str, temperature: float = 0.0, max_tokens: int = 1024,
-                 timeout_s: float = 300.0, api_key: str | None = None):
-        url = base_url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
-        self.timeout_s = timeout_s
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-
-    def chat(self, messages: list[dict]) -> tuple[str, int, int]:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
-                           "max_tokens": self.max_tokens}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                data = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"endpoint {self.url} answered {exc.code}: {exc.read()[:300]!r}") from exc
-        text = data["choices"][0]["message"].get("content") or ""
-        usage = data.get("usage") or {}
-        return (text, int(usage.get("prompt_tokens", history_tokens(messages))),
-                int(usage.get("completion_tokens", approx_tokens(text))))
-
-
 class EngineChatModel:
     """The in-process policy engine behind the chat protocol.
 
@@ -118,10 +101,9 @@ class EngineChatModel:
     def __init__(self, engine, tokenizer, max_new_tokens: int = 512, temperature: float = 0.7):
         self.engine, self.tokenizer = engine, tokenizer
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self._own_tools: bool | None = None
 
-    def chat(self, messages: list[dict]) -> tuple[str, int, int]:
-        prompt_ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                        tokenize=True)
+    def _generate(self, prompt_ids) -> tuple[str, int, int]:
         if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
             prompt_ids = prompt_ids["input_ids"]
         prompt_ids = [int(t) for t in prompt_ids]
@@ -130,3 +112,18 @@ class EngineChatModel:
         comp = self.engine.generate([req])[0]
         text = comp.text or self.tokenizer.decode(comp.token_ids, skip_special_tokens=True)
         return text, len(prompt_ids), len(comp.token_ids)
+
+    def chat(self, messages: list[dict]) -> tuple[str, int, int]:
+        return self._generate(self.tokenizer.apply_chat_template(
+            api_messages(messages), add_generation_prompt=True, tokenize=True))
+
+    def chat_tools(self, messages: list[dict], tools: list[dict]) -> ChatReply:
+        """Rendered with the tokenizer's own template and `tools=` when that template shows tools,
+        else with TOOLS_CHAT_TEMPLATE (Hermes style); calls parsed from the text (tool_format.py)."""
+        if self._own_tools is None:
+            self._own_tools = template_renders_tools(self.tokenizer)
+        extra = {} if self._own_tools else {"chat_template": TOOLS_CHAT_TEMPLATE}
+        text, n_in, n_out = self._generate(self.tokenizer.apply_chat_template(
+            api_messages(messages), tools=tools, add_generation_prompt=True, tokenize=True, **extra))
+        calls, errors = parse_tool_calls(text)
+        return ChatReply(text_before_calls(text) if calls else text, calls, n_in, n_out, None, errors)

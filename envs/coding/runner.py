@@ -12,15 +12,28 @@ Example:
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from allocation.turn_control import TurnPolicy
-from envs.coding.agent import ChatModel, Trajectory, run_agent
+from envs.coding.agent import SYSTEM_PROMPT, ChatModel, Trajectory, bash_step, run_agent
 from envs.coding.grading import GradeReport, evaluate_patch
 from envs.coding.tasks import CodingTask, write_predictions
+from envs.coding.tools_agent import TOOLS_SYSTEM_PROMPT, tools_step
+from envs.coding.trajectory import write_mini_swe_agent
+
+# agent format name -> (step function, system prompt); `--agent bash|tools`
+AGENT_FORMATS = {"bash": (bash_step, SYSTEM_PROMPT), "tools": (tools_step, TOOLS_SYSTEM_PROMPT)}
+
+
+def format_kwargs(agent_format: str) -> dict:
+    """run_agent's keyword arguments for a format name; an unknown name lists the valid ones."""
+    if agent_format not in AGENT_FORMATS:
+        raise ValueError(f"unknown agent format {agent_format!r}; valid: {', '.join(AGENT_FORMATS)}")
+    step, prompt = AGENT_FORMATS[agent_format]
+    return {"agent_format": agent_format, "step": step, "system_prompt": prompt}
 
 
 @dataclass
@@ -50,14 +63,24 @@ def run_strategy(tasks: list[CodingTask], model_for: Callable[[CodingTask], Chat
 
     if workers <= 1:
         return [job(t) for t in tasks]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(job, tasks))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(job, t) for t in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is not None:   # e.g. the model server is gone: queued tasks would only fail too
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failed.exception()
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def summarize(results: list[TaskResult]) -> dict:
     """solve_rate, mean_turns, tokens (in/out/total), cost; turns = the per-task distribution."""
     n = max(1, len(results))
     turns = [r.trajectory.num_turns for r in results]
+    all_turns = [t for r in results for t in r.trajectory.turns]
     tok_in = sum(r.trajectory.input_tokens for r in results)
     tok_out = sum(r.trajectory.output_tokens for r in results)
     return {
@@ -70,6 +93,7 @@ def summarize(results: list[TaskResult]) -> dict:
         "tokens": tok_in + tok_out,
         "cost": sum(r.trajectory.cost for r in results),
         "extended": sum(r.trajectory.extended for r in results),
+        "format_ok_rate": sum(t.format_ok for t in all_turns) / max(1, len(all_turns)),
         "exit_status": _count(r.trajectory.exit_status.split(":")[0] for r in results),
         "turns": turns,
     }
@@ -82,8 +106,10 @@ def _count(items) -> dict[str, int]:
     return out
 
 
-def save_results(out_dir: Path, results: list[TaskResult], model_name: str) -> dict:
-    """preds.jsonl (official format), trajectories/<id>.json, eval_logs/<id>.log, report.json."""
+def save_results(out_dir: Path, results: list[TaskResult], model_name: str,
+                 agent_config: dict | None = None) -> dict:
+    """preds.jsonl (official format), trajectories/<id>.json, eval_logs/<id>.log, report.json, and
+    mini-swe-agent's layout: <id>/<id>.traj.json + preds.json (envs/coding/trajectory.py)."""
     out_dir = Path(out_dir)
     (out_dir / "trajectories").mkdir(parents=True, exist_ok=True)
     (out_dir / "eval_logs").mkdir(exist_ok=True)
@@ -95,6 +121,8 @@ def save_results(out_dir: Path, results: list[TaskResult], model_name: str) -> d
         traj["resolved"] = r.grade.resolved
         (out_dir / "trajectories" / f"{r.task.instance_id}.json").write_text(json.dumps(traj, indent=1))
         (out_dir / "eval_logs" / f"{r.task.instance_id}.log").write_text(r.eval_log)
+    write_mini_swe_agent(out_dir, [(r.trajectory, r.grade.resolved) for r in results], model_name,
+                         agent_config or {})
     summary = summarize(results)
     report = {**summary, "per_task": {
         r.task.instance_id: {"resolved": r.grade.resolved, "turns": r.trajectory.num_turns,

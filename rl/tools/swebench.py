@@ -6,9 +6,14 @@
 Tasks: a JSONL of SWE-bench rows, `generator:N` (injected-bug repos) or `humaneval:N`. Official rows
 (repo in the `swebench` package's spec tables) are run in the official images and graded by the
 package itself (envs/coding/official.py); generated and HumanEval tasks by envs/coding/grading.py.
-Agents: `scripted` (oracle: reads a file, applies the gold patch, submits), `replay` (oracle with
-per-task varying turn counts; some never solve), `openai:<url>` (OpenAI-compatible endpoint; model
-from --model-name), `policy:<name>` (the in-process HF engine on rl.workers.models.load_policy(name)).
+Models (--model): `scripted` (oracle: reads a file, applies the gold patch, submits), `replay` (oracle
+with per-task varying turn counts; some never solve), `openai:<url>` (an OpenAI-compatible server
+through the `openai` client, with --max-retries / --backoff-s / --request-timeout-s; model name from
+--model-name or the server's first listed model), `policy:<name>` (the in-process HF engine on
+rl.workers.models.load_policy(name)). Agent formats (--agent): `bash` (a ```bash block per reply) or
+`tools` (the chat-completions tools API: `bash` and `submit` tools, results as tool messages). The
+old spelling `--agent <model>` still means `--model <model> --agent bash`. A model server that
+stays unreachable after the retries stops the run with one error line (exit 2).
 Per strategy, runs/<name>/<strategy>/ gets preds.jsonl (official format), trajectories/, eval_logs/,
 report.json; runs/<name>/ gets summary.json, summary.png and, with --calibrate, calibration.json
 (the unlimited run's turns per task, which percentile caps like fixed:p75 are read from). A
@@ -31,9 +36,18 @@ from envs.coding.sandbox import LocalSandbox, SandboxUnavailable, detect_local_b
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rl eval swebench", description=__doc__.split("\n")[0])
     p.add_argument("--tasks", required=True, help="tasks.jsonl | generator:N | humaneval:N")
-    p.add_argument("--agent", default="scripted",
-                   help="scripted | replay | openai:<base-url> | policy:<model-name>")
-    p.add_argument("--model-name", default=None, help="model for openai:<url>; label in preds.jsonl")
+    p.add_argument("--model", default=None,
+                   help="scripted (default) | replay | openai:<base-url> | policy:<model-name>")
+    p.add_argument("--agent", default="bash",
+                   help="agent format: bash | tools (or, as before, a --model value with the bash format)")
+    p.add_argument("--model-name", default=None,
+                   help="model for openai:<url> (default: the server's first model); label in preds.jsonl")
+    p.add_argument("--request-timeout-s", type=float, default=120.0, help="per model-server request")
+    p.add_argument("--max-retries", type=int, default=4,
+                   help="model-server retries on connection errors, timeouts, 429 and 5xx")
+    p.add_argument("--backoff-s", type=float, default=1.0,
+                   help="first retry waits backoff_s x U(0.5, 1); doubling each retry (at most 30 s)")
+    p.add_argument("--tool-choice", default="auto", help="tool_choice sent with --agent tools (auto | required)")
     p.add_argument("--turn-control", nargs="+", default=["unlimited"],
                    help="strategies: unlimited | fixed:<N|pQ> | dynamic:<N|pQ>-<N|pQ>")
     p.add_argument("--calibrate", action="store_true",
@@ -53,18 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_model_and_format(args) -> None:
+    """`--agent scripted` (the old spelling) -> --model scripted --agent bash; check the format."""
+    from envs.coding.runner import AGENT_FORMATS
+    if args.agent not in AGENT_FORMATS:
+        if args.model is not None or args.agent.split(":")[0] not in ("scripted", "replay", "openai", "policy"):
+            raise ValueError(f"unknown --agent {args.agent!r}; valid: {', '.join(AGENT_FORMATS)}")
+        args.model, args.agent = args.agent, "bash"
+    args.model = args.model or "scripted"
+
+
 def build_model_factory(args):
     """(task -> ChatModel, model label for preds.jsonl)."""
     from envs.coding import models
-    agent = args.agent
+    agent = args.model
     if agent == "scripted":
         return (lambda t: models.ScriptedModel(models.oracle_replies(t, explore_turns=1))), "scripted-oracle"
     if agent == "replay":
         return (lambda t: models.ScriptedModel(models.oracle_replies(
             t, **models.replay_profile(t.instance_id, args.seed)))), "replay-oracle"
     if agent.startswith("openai:"):
-        url, name = agent.split(":", 1)[1], args.model_name or "default"
-        return (lambda t: models.OpenAIChatModel(url, name, args.temperature, args.max_new_tokens)), name
+        url = agent.split(":", 1)[1]
+        model = models.OpenAIChatModel(url, args.model_name, args.temperature, args.max_new_tokens,
+                                       timeout_s=args.request_timeout_s, max_retries=args.max_retries,
+                                       backoff_s=args.backoff_s, tool_choice=args.tool_choice)
+        return (lambda t: model), args.model_name or f"openai:{model.url}"   # one client, thread-safe
     if agent.startswith("policy:"):
         name = agent.split(":", 1)[1]
         engine, tokenizer = _load_policy_engine(name)
@@ -74,8 +101,12 @@ def build_model_factory(args):
             def chat(self, messages):
                 with lock:
                     return super().chat(messages)
+
+            def chat_tools(self, messages, tools):
+                with lock:
+                    return super().chat_tools(messages, tools)
         return (lambda t: Locked(engine, tokenizer, args.max_new_tokens, args.temperature)), name
-    raise ValueError(f"unknown --agent {agent!r}; valid: scripted, replay, openai:<url>, policy:<name>")
+    raise ValueError(f"unknown --model {agent!r}; valid: scripted, replay, openai:<url>, policy:<name>")
 
 
 def _load_policy_engine(name: str):
@@ -119,6 +150,7 @@ def _slug(strategy: str) -> str:
 
 
 def run_one_strategy(args, spec, tasks, model_for, make_sandbox, label, calib):
+    from envs.coding.runner import format_kwargs
     from rl.run.logging import progress
     policy = parse_turn_control(spec, calib)
     bar = progress(len(tasks), f"{spec:>18}")
@@ -130,12 +162,16 @@ def run_one_strategy(args, spec, tasks, model_for, make_sandbox, label, calib):
             solved[0] += res.grade.resolved
             bar.update(1)
             bar.set_postfix(solved=solved[0], turns=res.trajectory.num_turns)
-    results = run_strategy(tasks, model_for, policy, make_sandbox, workers=args.workers,
-                           on_done=on_done, hard_turn_limit=args.hard_turn_limit,
-                           command_timeout_s=args.command_timeout, price_in_per_mtok=args.price_in,
-                           price_out_per_mtok=args.price_out)
-    bar.close()
-    summary = save_results(args.out / _slug(spec), results, label)
+    try:
+        results = run_strategy(tasks, model_for, policy, make_sandbox, workers=args.workers,
+                               on_done=on_done, hard_turn_limit=args.hard_turn_limit,
+                               command_timeout_s=args.command_timeout, price_in_per_mtok=args.price_in,
+                               price_out_per_mtok=args.price_out, **format_kwargs(args.agent))
+    finally:
+        bar.close()
+    summary = save_results(args.out / _slug(spec), results, label, {
+        "model": args.model, "turn_control": spec, "hard_turn_limit": args.hard_turn_limit,
+        "max_new_tokens": args.max_new_tokens, "temperature": args.temperature})
     summary.update(strategy=spec, cap_turns=policy.cap_turns, extra_turns=policy.extra_turns)
     summary["cum_cost_by_turn"] = _mean_cumulative_cost(results)
     return summary
@@ -155,15 +191,16 @@ def _mean_cumulative_cost(results) -> list[float]:
 
 
 def print_table(summaries: list[dict]) -> None:
+    """One row per strategy; `valid` = turns whose reply held a valid action (bash block / tool call)."""
     base = next((s["cost"] for s in summaries if s["strategy"] == "unlimited"), None)
-    head = f"{'strategy':<20}{'cap':>6}{'solve':>8}{'turns':>8}{'tokens':>11}{'cost $':>10}{'saved':>8}"
+    head = f"{'strategy':<20}{'cap':>6}{'solve':>8}{'turns':>8}{'tokens':>11}{'cost $':>10}{'saved':>8}{'valid':>7}"
     print(head + "\n" + "-" * len(head))
     for s in summaries:
         cap = "-" if s["cap_turns"] is None else (f"{s['cap_turns']}+{s['extra_turns']}"
                                                    if s["extra_turns"] else str(s["cap_turns"]))
         saved = "" if base is None else f"{100 * cost_reduction(base, s['cost']):.0f}%"
         print(f"{s['strategy']:<20}{cap:>6}{100 * s['solve_rate']:>7.0f}%{s['mean_turns']:>8.2f}"
-              f"{s['tokens']:>11d}{s['cost']:>10.4f}{saved:>8}")
+              f"{s['tokens']:>11d}{s['cost']:>10.4f}{saved:>8}{100 * s['format_ok_rate']:>6.0f}%")
 
 
 def plot_summary(summaries: list[dict], png: Path) -> Path:
@@ -203,9 +240,18 @@ def calibrate_if_needed(args) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    from envs.coding.chat import ModelUnavailable
+    try:
+        return _main(build_parser().parse_args(argv))
+    except ModelUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
     calibrate_if_needed(args)
     try:
+        resolve_model_and_format(args)
         check_strategies(args.turn_control, has_calibration=args.calibrate or args.calibration is not None)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -50,8 +50,10 @@ def test_openai_client(endpoint):
 
 
 def test_openai_client_http_error(endpoint):
-    with pytest.raises(RuntimeError, match="500"):
-        OpenAIChatModel(endpoint, "broken", api_key="").chat([{"role": "user", "content": "hi"}])
+    """A server that keeps answering 500: retried, then one error naming the URL and the attempts."""
+    with pytest.raises(RuntimeError, match=r"/v1 unreachable.*3 attempts.*HTTP 500"):
+        OpenAIChatModel(endpoint, "broken", api_key="", max_retries=2, backoff_s=0.01).chat(
+            [{"role": "user", "content": "hi"}])
 
 
 def test_scripted_model_counts_history():
