@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 PIP    := $(BIN)/python -m pip
 
-.PHONY: install train test test-fast bench lint clean
+.PHONY: install train teacher test test-fast bench lint clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ install: $(STAMP)
 
 train: install
 	$(BIN)/rl train recipes/quickstart.yaml
+
+# the teacher of recipes/opd_smollm2.yaml: the quickstart's last checkpoint as an HF folder
+teacher: install
+	test -f runs/quickstart/checkpoints/step-000029/hf/config.json || $(BIN)/rl train recipes/quickstart.yaml
+	$(BIN)/rl export runs/quickstart/checkpoints/step-000029 runs/teachers/quickstart
 
 lint: install
 	$(BIN)/lint-imports

@@ -13,6 +13,7 @@ import yaml
 
 from rl.config_sections import CodingConfig, ControlConfig, DPOConfig, LoraConfig, check_dpo, check_lora
 from rl.config_sections import SFTConfig, check_sft
+from rl.config_opd import OPDConfig, check_opd
 from rl.config_rewards import JudgeConfig, RewardConfig, check_rewards_config
 from rl.config_ranges import check_ranges
 from rl.data.mapping import ConfigError, build, list_index, load_yaml_mapping, parse_override_value
@@ -89,7 +90,7 @@ class RolloutConfig:
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "grpo"  # driver: grpo | ppo | dpo | sft | coding_grpo | control_ppo
+    name: str = "grpo"  # driver: grpo | ppo | opd | dpo | sft | coding_grpo | control_ppo
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp_baseline
     policy_loss: str = "ppo"  # ppo (clipped surrogate, clip-higher, dual-clip) | gspo | cispo (algorithms/policy_losses.py)
     loss_aggregation: str = "token-mean"
@@ -234,6 +235,7 @@ class Config:
     critic: CriticConfig = field(default_factory=CriticConfig)  # LLM PPO only
     dpo: DPOConfig = field(default_factory=DPOConfig)  # DPO only
     sft: SFTConfig = field(default_factory=SFTConfig)  # SFT only
+    opd: OPDConfig = field(default_factory=OPDConfig)  # on-policy distillation only
     coding: CodingConfig = field(default_factory=CodingConfig)  # multi-turn coding RL only
 
 
@@ -310,6 +312,8 @@ def validate(cfg: Config) -> None:
         check_dpo(cfg.dpo)
     if cfg.algorithm.name == "sft":
         check_sft(cfg.sft)
+    if cfg.algorithm.name == "opd":
+        check_opd(cfg.opd)
     if cfg.model.lora is not None:
         check_lora(cfg.model.lora, cfg.algorithm.name, cfg.resources.learner.num_actors, cfg.sync.transport)
     if cfg.resources.learner.num_actors > 1:

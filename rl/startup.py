@@ -30,6 +30,8 @@ def check_startup(cfg: Config) -> None:
         for key in ("path", "eval_path"):
             if key == "path" or cfg.sft.eval_path is not None:
                 check_source(f"sft.{key}", getattr(cfg.sft, key))
+    if cfg.algorithm.name == "opd":
+        check_teacher(cfg)
     check_batch(cfg)
     check_correction(cfg)
     try:
@@ -53,7 +55,7 @@ def check_batch(cfg: Config) -> None:
     """Micro-batch <= mini-batch (a mini-batch larger than the step's batch is one update on the whole batch,
     as knapsack and dynamic sampling vary the batch; allowed)."""
     t = cfg.trainer
-    if cfg.algorithm.name not in ("grpo", "ppo"):
+    if cfg.algorithm.name not in ("grpo", "ppo", "opd"):
         return
     if t.microbatch_samples > t.minibatch_samples:
         raise ConfigError(f"trainer.microbatch_samples: {t.microbatch_samples} is more than trainer.minibatch_samples "
@@ -85,8 +87,8 @@ def check_correction(cfg: Config) -> None:
     if k > 0 and cfg.placement.mode == "colocated":
         raise ConfigError(f"trainer.max_staleness_steps: {k} needs engines and learners on their own devices; "
                           "placement.mode: colocated alternates them on one (set max_staleness_steps: 0)")
-    if k > 0 and cfg.algorithm.name not in ("grpo", "ppo"):
-        raise ConfigError(f"trainer.max_staleness_steps: {k}: only the grpo and ppo drivers run asynchronously, "
+    if k > 0 and cfg.algorithm.name not in ("grpo", "ppo", "opd"):
+        raise ConfigError(f"trainer.max_staleness_steps: {k}: only the grpo, ppo and opd drivers run asynchronously, "
                           f"not {cfg.algorithm.name}")
 
 
@@ -138,6 +140,27 @@ def check_model(key: str, name: str) -> None:
                           "nor a hub id (org/name)")
 
 
+def check_teacher(cfg: Config) -> None:
+    """opd.teacher is an HF folder (or hub id) whose tokenizer maps every piece to the student's ids; a
+    missing folder names the command that makes it (`opd.teacher_command`) or `rl export`."""
+    from rl.workers.models import SMOLLM2, TINY
+    o = cfg.opd
+    path = Path(o.teacher).expanduser()
+    local = o.teacher.startswith((".", "/", "~")) or not _HUB_ID.match(o.teacher) or o.teacher_command
+    if o.teacher not in (SMOLLM2, TINY) and not path.exists() and local:  # (a hub id is looked up later)
+        how = f"`{o.teacher_command}`" if o.teacher_command else \
+            f"`rl export runs/<name>/checkpoints/step-<N> {o.teacher}` from a finished run"
+        raise ConfigError(f"opd.teacher: {o.teacher!r} does not exist; make it with {how}")
+    check_model("opd.teacher", o.teacher)
+    from rl.workers.teacher import tokenizer_mismatch
+    try:
+        differs = tokenizer_mismatch(cfg.model.name, o.teacher)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"opd.teacher: {o.teacher!r} has no loadable tokenizer: {str(e).splitlines()[0]}") from None
+    if differs:
+        raise ConfigError(f"opd.teacher: {o.teacher!r} cannot score the student's tokens: {differs}")
+
+
 def check_source(key: str, source: str | None) -> None:
     """A dataset source that exists locally, or has the shape of a hub id."""
     if source is None:
@@ -164,6 +187,8 @@ def check_cpus(cfg: Config, roles: dict) -> None:
         return
     asks = {name: r.count * r.cpus for name, r in roles.items() if r.colocate_with is None}
     asks.update({f"rewards.{i}.model": r.num_cpus for i, r in enumerate(cfg.rewards) if r.kind == "model"})
+    if cfg.algorithm.name == "opd":
+        asks["opd.teacher"] = cfg.opd.num_cpus
     have = ray.cluster_resources().get("CPU", 0.0)
     if sum(asks.values()) + REWARD_TASK_CPUS > have + 1e-9:
         key = "rollout.num_workers" if asks.get("engine", 0) else "resources.learner.num_cpus"

@@ -10,7 +10,7 @@ from algorithms.registry import Registry
 
 DRIVERS: Registry = Registry("algorithm")
 
-for _name, _target in {"grpo": "rl.drivers.grpo:train", "ppo": "rl.drivers.ppo:train_ppo",
+for _name, _target in {"grpo": "rl.drivers.grpo:train", "ppo": "rl.drivers.ppo:train_ppo", "opd": "rl.drivers.opd:train_opd",
                        "dpo": "rl.drivers.dpo:train_dpo", "sft": "rl.drivers.sft:train_sft", "coding_grpo": "rl.drivers.coding_grpo:train_coding",
                        "control_ppo": "rl.drivers.control_ppo:train"}.items():
     def _lazy(cfg, resume: bool = False, address: str | None = None, callbacks: list = (), _target=_target):

@@ -6,14 +6,16 @@ GRPO-family estimators are stateless group baselines (algorithms/advantages.py b
 is critic-based (SPECS §2): the critic scores every completion token (V(s_t)), the outcome reward goes
 on the last token (minus an optional per-token KL penalty to the frozen reference), GAE(gamma, lambda)
 over tokens gives advantages and returns (the same `gae` classic-control PPO uses), and the critic
-trains on the clipped value loss in its own actor while the policy trains. rl/build.py makes them
-(`estimator_from`); the driver loop is the same for both.
+trains on the clipped value loss in its own actor while the policy trains. On-policy distillation's
+(`algorithm.name: opd`) asks a frozen teacher actor for per-token advantages. rl/build.py makes the first
+two (`estimator_from`), rl/drivers/opd.py the third; the driver loop is the same for all.
 """
 from __future__ import annotations
 
 import ray
 import torch
 
+from algorithms.distillation import distillation_metrics, mix_task_advantages, reverse_kl_advantages
 from algorithms.gae import token_gae, token_rewards
 from algorithms.metrics import explained_variance
 from algorithms.segments import masked_whiten
@@ -84,3 +86,39 @@ class CriticEstimator:
 
     def close(self) -> None:
         self.critic.close()
+
+
+class TeacherEstimator:
+    """On-policy distillation (SPECS §11, algorithms/distillation.py): per token
+    A_t = log pi_teacher(y_t) - log pi_student(y_t), + reward_weight * the task advantage when > 0.
+
+    The teacher actor (rl/workers/teacher.py) scores the sampled tokens. The student log-probs are the
+    ENGINE's, `batch.logprobs`: the distribution that actually sampled the tokens, which is what the
+    single-sample reverse-KL estimate E_{y ~ pi_s}[log pi_s(y) - log pi_t(y)] needs; they cost no extra
+    forward; at k = 0 with fp32 weight sync they equal the learner's up to numerics (`logprob_mismatch`
+    says how far). With k > 0 they are the stale behaviour policy's, so the advantage says how far the
+    policy that drew the sample was from the teacher, and the rollout correction (e.g. IcePop) treats
+    the staleness in the loss as for GRPO. The teacher is frozen: nothing to checkpoint (`actors` empty).
+    """
+
+    def __init__(self, teacher, task_adv_fn, reward_weight: float = 0.0, clip: float | None = None):
+        self.teacher, self.task_adv_fn, self.reward_weight, self.clip = teacher, task_adv_fn, reward_weight, clip
+        self.actors = []
+
+    def advantages(self, batch) -> tuple[torch.Tensor, dict]:
+        mask = batch.train_mask
+        teacher_logp = ray.get(self.teacher.logprobs.remote(batch))
+        adv = reverse_kl_advantages(teacher_logp, batch.logprobs, mask, self.clip)
+        if self.reward_weight > 0:
+            adv = mix_task_advantages(adv, self.task_adv_fn(batch.rewards, batch.group_ids), mask, self.reward_weight)
+        m = distillation_metrics(teacher_logp, batch.logprobs, mask, adv)
+        return adv, {**m, "advantage/mean": m["opd/advantage_mean"]}
+
+    def update(self, batch) -> list:
+        return []
+
+    def collect(self, pending: list) -> dict:
+        return {}
+
+    def close(self) -> None:
+        ray.kill(self.teacher)

@@ -29,7 +29,9 @@ PLOT_KEYS = ["reward/mean", "accuracy", "loss", "entropy", "approx_kl", "clip_fr
 
 
 def train(cfg: Config, resume: bool = False, address: str | None = None, callbacks: list = (),
-          estimator: str = "group") -> dict[str, float]:
+          estimator: str = "group", make_estimator=None) -> dict[str, float]:
+    """estimator: "group" | "critic" (rl/build.py estimator_from) | a kind `make_estimator(cfg, kind, pad_id,
+    placement)` builds (rl/drivers/opd.py: the teacher)."""
     build.check_names(cfg)
     run = Run(cfg, resume, total_steps=cfg.trainer.steps, title="train", callbacks=callbacks,
               postfix={"reward": "reward/mean", "acc": "accuracy", "tok_s": "tokens_per_s"})
@@ -39,7 +41,7 @@ def train(cfg: Config, resume: bool = False, address: str | None = None, callbac
     place = run.own(build.placement_from(cfg, estimator))
     engines, learner = build.start_workers(cfg, tok.pad_token_id, place)  # 1 learner actor, or N sharded ranks
     run.own(learner)
-    estimator = run.own(build.estimator_from(cfg, estimator, tok.pad_token_id, place))
+    estimator = run.own((make_estimator or build.estimator_from)(cfg, estimator, tok.pad_token_id, place))
     reward_models = run.own(build.reward_models_from(cfg))  # an actor per `rewards[i].model`, none otherwise
     experience, collect = build.experience_from(cfg, engines, tok, task, reward_models), build.collector_from(cfg)
     pipeline = run.own(RolloutPipeline(experience, collect, cfg.trainer.max_staleness_steps, cfg.trainer.rollout_thread))
