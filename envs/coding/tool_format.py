@@ -156,3 +156,8 @@ TOOLS_CHAT_TEMPLATE = r"""{%- set sys = messages[0]['content'] if messages and m
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif -%}
 """
+
+
+if __name__ == "__main__":   # python -m envs.coding.tool_format tools.jinja  (for vllm serve --chat-template)
+    import sys
+    print(write_chat_template(Path(sys.argv[1] if len(sys.argv) > 1 else "tools.jinja")))
