@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/rl bench realloc
 	$(BIN)/rl bench preflight
 	$(BIN)/rl bench async
+	$(BIN)/rl bench scaling
 
 clean:
 	rm -rf $(VENV) runs
