@@ -132,7 +132,8 @@ def rollout_step(engines: list, encode, examples: list[Example], plan: Allocatio
     prompt_len = [len(r.prompt_ids) for r in requests]
     metrics = {**_metrics(total, lengths, completions, result, success_threshold, t_gen),
                "prompt_length/mean": sum(prompt_len) / len(prompt_len), "prompt_length/max": max(prompt_len),
-               "time/reward_s": time.time() - t0 - t_gen}
+               "time/reward_s": (t_reward := time.time() - t0 - t_gen),
+               "time/reward_samples_per_s": len(texts) / max(t_reward, 1e-9)}  # all rewards, graded concurrently
     if plan.length_budget:
         metrics["length_budget_tokens"] = plan.length_budget[0]
     keep = sorted(set(group))

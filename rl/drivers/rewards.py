@@ -234,7 +234,7 @@ def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], colum
         completions = [[{"role": "assistant", "content": t}] for t in completions]
     if completion_ids is not None:
         columns = {**columns, "completion_ids": completion_ids}
-    refs, start = [], time.perf_counter()
+    refs = []
     for i, c in enumerate(cfgs):
         if c.kind == "model":
             actor = models.get(i) if models is not None else None
@@ -259,8 +259,6 @@ def score(cfgs: list[RewardConfig], prompts: list, completions: list[str], colum
         collect = {"model": _collect_model, "judge": _collect}.get(c.kind, _collect_parts)
         per_fn[name], errors[name], first, *more = collect(c, ref, n)
         extras.update({f"{name}/{k}": v for k, v in (more[0] if more else {}).items()})
-        if c.kind == "fn":  # rewards run concurrently: samples over the time until this one was in
-            extras[f"{name}/samples_per_s"] = n / max(time.perf_counter() - start, 1e-9)
         _report(name, c, errors[name], n, first)
     total = []
     for i in range(n):
