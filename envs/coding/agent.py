@@ -164,6 +164,15 @@ def bash_step(model: ChatModel, messages: list[dict], sb, command_timeout_s: flo
     return Step(assistant, [obs], action, res.returncode, submitted, n_in, n_out)
 
 
+def _record_turn(traj: Trajectory, st: Step, price_in_per_mtok: float, price_out_per_mtok: float) -> Turn:
+    """Appends the step's assistant message and its Turn (tokens, cost, whether the format parsed)."""
+    traj.messages.append(st.assistant)
+    cost = turn_costs([st.input_tokens], [st.output_tokens], price_in_per_mtok, price_out_per_mtok)[0]
+    traj.turns.append(Turn(st.action, st.observation, st.returncode, st.input_tokens, st.output_tokens, cost,
+                           format_ok=bool(st.assistant["extra"].get("actions"))))
+    return traj.turns[-1]
+
+
 def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
               make_sandbox: Callable[[CodingTask], object], hard_turn_limit: int = 100,
               command_timeout_s: float = 60.0, price_in_per_mtok: float = 1.0,
@@ -194,11 +203,7 @@ def run_agent(task: CodingTask, model: ChatModel, policy: TurnPolicy,
             except Exception as exc:  # a model failure ends this trajectory, not the run
                 traj.exit_status = f"model_error: {type(exc).__name__}: {exc}"[:300]
                 break
-            traj.messages.append(st.assistant)
-            cost = turn_costs([st.input_tokens], [st.output_tokens], price_in_per_mtok, price_out_per_mtok)[0]
-            turn = Turn(st.action, st.observation, st.returncode, st.input_tokens, st.output_tokens, cost,
-                        format_ok=bool(st.assistant["extra"].get("actions")))
-            traj.turns.append(turn)
+            turn = _record_turn(traj, st, price_in_per_mtok, price_out_per_mtok)
             if st.submitted:
                 traj.exit_status = "submitted"
                 break
