@@ -325,7 +325,7 @@ def episodes_from(cfg: Config, tok):
     sandbox = partial(_sandbox, LocalSandbox, c.command_timeout_s, detect_local_backend())
     return partial(episodes, tok=tok, policy=turn_policy(cfg), make_sandbox=sandbox,
                    max_new_tokens_per_turn=c.max_new_tokens_per_turn, temperature=cfg.rollout.temperature,
-                   hard_turn_limit=c.hard_turn_limit, command_timeout_s=c.command_timeout_s)
+                   hard_turn_limit=c.hard_turn_limit, command_timeout_s=c.command_timeout_s, agent_format=c.agent)
 
 
 def _sandbox(cls, timeout_s: float, backend: str, task):

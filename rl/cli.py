@@ -100,8 +100,12 @@ def eval_main(argv: list[str]) -> int:
     p = _recipe_parser("rl eval")
     p.add_argument("--checkpoint", default=None, help="a run's checkpoint dir (default: the base model)")
     args = p.parse_intermixed_args(argv)
+    cfg = load_config(args.recipe, args.overrides)
+    if cfg.algorithm.name == "coding_grpo":   # the recipe's coding agent over its tasks
+        from rl.tools.coding_eval import eval_coding
+        return eval_coding(cfg, args.checkpoint)
     from rl.tools.eval_checkpoint import eval_checkpoint
-    eval_checkpoint(load_config(args.recipe, args.overrides), args.checkpoint, args.address)
+    eval_checkpoint(cfg, args.checkpoint, args.address)
     return 0
 
 

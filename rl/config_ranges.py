@@ -84,7 +84,8 @@ RANGES: dict[str, str] = {
     "sft.max_seq_tokens": f"[2, {TOKENS}]", "sft.epochs": "[1, 1e6]", "sft.max_steps": f"[1, {BIG}]",
     "sft.sequences_per_step": "[1, 1e7]", "sft.microbatch_sequences": "[1, 1e7]", "sft.eval_fraction": "[0, 1)",
     "coding.hard_turn_limit": "[1, 10000]", "coding.max_new_tokens_per_turn": f"[1, {TOKENS}]",
-    "coding.command_timeout_s": f"(0, {SECONDS}]",
+    "coding.command_timeout_s": f"(0, {SECONDS}]", "coding.eval_workers": "[1, 1024]",
+    "coding.request_timeout_s": f"(0, {SECONDS}]", "coding.max_retries": "[0, 100]", "coding.backoff_s": "[0, 3600]",
 }
 
 _INTERVAL = re.compile(r"^([\[(])\s*(-?[\d.e+]+|-inf)\s*,\s*(-?[\d.e+]+|inf)\s*([\])])$")

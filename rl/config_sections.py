@@ -11,12 +11,19 @@ from rl.data.mapping import ConfigError
 @dataclass
 class CodingConfig:
     """Multi-turn RL on the coding env (`algorithm.name: coding_grpo`): each prompt is a task, each
-    sample an episode of bash turns; reward = resolved; turn budget from the turn-control spec."""
+    sample an episode of agent turns; reward = resolved; turn budget from the turn-control spec."""
     tasks: str = "generator:8"  # tasks.jsonl | generator:N (injected-bug repos) | humaneval:N
+    agent: Literal["bash", "tools"] = "bash"  # bash: a ```bash block per reply; tools: <tool_call> bash / submit
     turn_control: str = "fixed:4"  # unlimited | fixed:N | dynamic:X-Y (numbers; percentiles need a calibration)
     hard_turn_limit: int = 8  # safety stop per episode
     max_new_tokens_per_turn: int = 128
     command_timeout_s: float = 20.0
+    # `rl eval RECIPE` of a coding recipe: the agent over coding.tasks with these turn and agent settings
+    eval_model: str | None = None  # openai:<base-url> (a served model) | null: the policy (or --checkpoint's hf/)
+    eval_workers: int = 1  # tasks run at once
+    request_timeout_s: float = 120.0  # per model-server request (eval_model openai:)
+    max_retries: int = 4  # model-server retries on connection errors, timeouts, 429 and 5xx
+    backoff_s: float = 1.0  # first retry waits backoff_s x U(0.5, 1), doubling each retry
 
 
 @dataclass
@@ -148,3 +155,4 @@ def check_dpo(d: DPOConfig) -> None:
         raise ConfigError(f"dpo.max_steps: must be > 0 or null, got {d.max_steps}")
     if not 0.0 <= d.eval_fraction < 1.0:
         raise ConfigError(f"dpo.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
+

@@ -22,7 +22,7 @@ from envs.coding.tool_format import (TOOLS_CHAT_TEMPLATE, ToolCall, parse_tool_c
 from rollout.types import GenerationRequest
 
 __all__ = ["EngineChatModel", "OpenAIChatModel", "ScriptedModel", "approx_tokens", "history_tokens",
-           "oracle_replies", "replay_profile"]
+           "oracle_replies", "replay_profile", "reply_from_text"]
 
 SUBMIT = "```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"
 _BLOCK = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
@@ -125,5 +125,10 @@ class EngineChatModel:
         extra = {} if self._own_tools else {"chat_template": TOOLS_CHAT_TEMPLATE}
         text, n_in, n_out = self._generate(self.tokenizer.apply_chat_template(
             api_messages(messages), tools=tools, add_generation_prompt=True, tokenize=True, **extra))
-        calls, errors = parse_tool_calls(text)
-        return ChatReply(text_before_calls(text) if calls else text, calls, n_in, n_out, None, errors)
+        return reply_from_text(text, n_in, n_out)
+
+
+def reply_from_text(text: str, n_in: int, n_out: int) -> ChatReply:
+    """A sampled text as a tool-calling reply: its <tool_call> calls parsed, the text before them kept."""
+    calls, errors = parse_tool_calls(text)
+    return ChatReply(text_before_calls(text) if calls else text, calls, n_in, n_out, None, errors)

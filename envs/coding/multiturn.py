@@ -2,9 +2,15 @@
 
 The conversation is one growing list of token ids. Turn t sends `prompt_ids + token_ids` to the
 engine exactly as they are; the engine's completion ids are appended verbatim (loss_mask 1, with their
-logprobs); the observation is appended as the chat template's user-turn ids (loss_mask 0). Text is
-never re-tokenised, so the ids the learner scores are the ids the policy sampled. The turn budget
-comes from the same TurnPolicy as evaluation; reward = 1.0 iff the final patch resolves the task.
+logprobs); the observation messages are appended as the chat template's ids for them (loss_mask 0).
+Text is never re-tokenised, so the ids the learner scores are the ids the policy sampled. The turn
+budget comes from the same TurnPolicy as evaluation; reward = 1.0 iff the final patch resolves the task.
+
+Agent formats (`agent_format`, as in `rl eval swebench --agent`): `bash` (one ```bash block per reply,
+the observation a user turn) or `tools` (Hermes-style <tool_call> JSON for `bash` / `submit`, results
+as `tool` messages; rendered with the tokenizer's template when it shows tools, else with
+TOOLS_CHAT_TEMPLATE). The format's own step function (agent.bash_step / tools_agent.tools_step) parses
+the sampled text and runs it, so both formats act exactly as they do in evaluation.
 
 Shapes: token_ids, loss_mask, logprobs: [num_response_tokens] (model and environment tokens
 interleaved, in order). Example:
@@ -16,10 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from allocation.turn_control import TurnPolicy, after_turn, initial_state
-from envs.coding.agent import (FORMAT_ERROR, INSTANCE_PROMPT, SUBMIT_SENTINEL, SYSTEM_PROMPT,
-                               format_observation, parse_action)
+from envs.coding.agent import INSTANCE_PROMPT
+from envs.coding.chat import api_messages
 from envs.coding.grading import evaluate_patch
+from envs.coding.models import reply_from_text
+from envs.coding.runner import format_kwargs
 from envs.coding.tasks import CodingTask, current_patch, materialize
+from envs.coding.tool_format import TOOLS, TOOLS_CHAT_TEMPLATE, template_renders_tools
 from rollout.types import GenerationRequest
 
 
@@ -52,28 +61,57 @@ def _ids(out) -> list[int]:
     return [int(t) for t in out]
 
 
-def user_turn_ids(tokenizer, content: str, end_ids: list[int]) -> list[int]:
-    """Ids that close the assistant turn (if the sample did not) and open the next one with `content`.
+def template_kwargs(tokenizer, agent_format: str) -> dict:
+    """apply_chat_template's extra arguments for a format: the tools (and the Hermes template when the
+    tokenizer's own ignores tools) for `tools`, none for `bash`."""
+    if agent_format != "tools":
+        return {}
+    return {"tools": TOOLS} if template_renders_tools(tokenizer) else {"tools": TOOLS, "chat_template": TOOLS_CHAT_TEMPLATE}
 
-    Computed as template([system, user]) minus template([system]) so no default system prompt leaks
-    in; `end_ids` are the template's end-of-turn ids, added only when missing.
+
+def observation_ids(tokenizer, messages: list[dict], end_ids: list[int], **template) -> list[int]:
+    """Ids that close the assistant turn (if the sample did not) and append `messages` (user or tool
+    turns), ending with the next assistant header.
+
+    Computed as template([system] + messages) minus template([system]) so no default system prompt
+    leaks in; `end_ids` are the template's end-of-turn ids, added only when missing.
     """
     sys_msg = [{"role": "system", "content": "x"}]
-    base = _ids(tokenizer.apply_chat_template(sys_msg, tokenize=True))
-    full = _ids(tokenizer.apply_chat_template(sys_msg + [{"role": "user", "content": content}],
-                                              tokenize=True, add_generation_prompt=True))
+    base = _ids(tokenizer.apply_chat_template(sys_msg, tokenize=True, **template))
+    full = _ids(tokenizer.apply_chat_template(sys_msg + api_messages(messages), tokenize=True,
+                                              add_generation_prompt=True, **template))
     if full[:len(base)] != base:
         raise ValueError("chat template is not prefix-stable; cannot append turns as tokens")
     return end_ids + full[len(base):]
 
 
+def user_turn_ids(tokenizer, content: str, end_ids: list[int]) -> list[int]:
+    """observation_ids for one user turn holding `content`."""
+    return observation_ids(tokenizer, [{"role": "user", "content": content}], end_ids)
+
+
+class _Sampled:
+    """The completion the engine already sampled, behind the chat protocol, so a format's step
+    function parses and runs it exactly as in evaluation (one call; the history is not re-rendered)."""
+
+    def __init__(self, text: str, n_in: int, n_out: int):
+        self.text, self.n_in, self.n_out = text, n_in, n_out
+
+    def chat(self, messages):
+        return self.text, self.n_in, self.n_out
+
+    def chat_tools(self, messages, tools):
+        return reply_from_text(self.text, self.n_in, self.n_out)
+
+
 def multiturn_rollout(task: CodingTask, engine, tokenizer, policy: TurnPolicy, make_sandbox,
-                      max_new_tokens: int = 256, temperature: float = 1.0,
-                      hard_turn_limit: int = 50, command_timeout_s: float = 30.0) -> TokenTrajectory:
+                      max_new_tokens: int = 256, temperature: float = 1.0, hard_turn_limit: int = 50,
+                      command_timeout_s: float = 30.0, agent_format: str = "bash") -> TokenTrajectory:
     """Run one episode with the engine as the agent; reward = resolved (graded in a fresh sandbox)."""
-    messages = [{"role": "system", "content": SYSTEM_PROMPT},
+    fmt, template = format_kwargs(agent_format), template_kwargs(tokenizer, agent_format)
+    messages = [{"role": "system", "content": fmt["system_prompt"]},
                 {"role": "user", "content": INSTANCE_PROMPT.format(problem_statement=task.problem_statement)}]
-    prompt = _ids(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+    prompt = _ids(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, **template))
     traj = TokenTrajectory(task.instance_id, prompt)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     sb = make_sandbox(task)
@@ -87,23 +125,22 @@ def multiturn_rollout(task: CodingTask, engine, tokenizer, policy: TurnPolicy, m
             start = len(traj.token_ids)
             traj.extend(list(comp.token_ids), sampled=True, logprobs=list(comp.logprobs))
             traj.turn_spans.append((start, len(traj.token_ids)))
-            action, n_blocks = parse_action(comp.text)
-            if action is None:
-                obs = FORMAT_ERROR.format(n=n_blocks)
-            else:
-                res = sb.run(action, timeout_s=command_timeout_s)
-                if res.output.lstrip().splitlines()[:1] == [SUBMIT_SENTINEL]:
-                    traj.exit_status = "submitted"
-                    break
-                obs = format_observation(res.returncode, res.output, res.timed_out)
+            text = comp.text or tokenizer.decode(comp.token_ids, skip_special_tokens=True)
+            st = fmt["step"](_Sampled(text, len(req.prompt_ids), len(comp.token_ids)), messages, sb,
+                             command_timeout_s)
+            if st.submitted:
+                traj.exit_status = "submitted"
+                break
             at_cap = state.cap_turns is not None and state.turns_used + 1 >= state.cap_turns
             state, decision = after_turn(policy, state, at_cap and bool(current_patch(sb, base).strip()))
             if decision.action == "stop" or traj.num_turns >= hard_turn_limit:
                 traj.exit_status = decision.reason or "hard_limit"
                 break
+            obs = [dict(m) for m in st.observations]
+            if decision.message is not None:
+                obs[-1]["content"] = f"{obs[-1]['content']}\n{decision.message}"
             ended = bool(comp.token_ids) and comp.token_ids[-1] in eos
-            content = obs if decision.message is None else f"{obs}\n{decision.message}"
-            traj.extend(user_turn_ids(tokenizer, content, [] if ended else eos), sampled=False)
+            traj.extend(observation_ids(tokenizer, obs, [] if ended else eos, **template), sampled=False)
         traj.patch = current_patch(sb, base)
     finally:
         sb.close()

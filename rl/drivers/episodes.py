@@ -1,6 +1,6 @@
 """Multi-turn experience for `coding_grpo`: agent episodes on the policy's own engine -> RolloutBatch.
 
-Each sample is one episode of bash turns (envs/coding/multiturn.py), token ids carried across turns
+Each sample is one episode of agent turns (coding.agent: bash | tools) (envs/coding/multiturn.py), token ids carried across turns
 verbatim: model tokens (trained, `loss_mask` 1) interleaved with environment tokens (attended to,
 never trained on). The number of episodes per task comes from the allocator's plan, like GRPO's
 samples per prompt; the turn budget from the turn-control policy.
@@ -40,13 +40,13 @@ def trajectories_to_batch(trajs: list[TokenTrajectory], group_ids: list[int], pa
 
 def episodes(tasks: list, samples_per_task: list[int], engine, tok, policy, make_sandbox, *,
              max_new_tokens_per_turn: int, temperature: float, hard_turn_limit: int,
-             command_timeout_s: float) -> tuple[list[TokenTrajectory], list[int]]:
+             command_timeout_s: float, agent_format: str = "bash") -> tuple[list[TokenTrajectory], list[int]]:
     """`samples_per_task[g]` episodes of task g. -> (trajectories, group id of each)."""
     trajs, groups = [], []
     for g, (task, n) in enumerate(zip(tasks, samples_per_task)):
         for _ in range(n):
             trajs.append(multiturn_rollout(task, engine, tok, policy, make_sandbox, max_new_tokens_per_turn,
-                                           temperature, hard_turn_limit, command_timeout_s))
+                                           temperature, hard_turn_limit, command_timeout_s, agent_format))
             groups.append(g)
     return trajs, groups
 

@@ -55,3 +55,13 @@ def test_coding_grpo_runs_end_to_end_on_generated_tasks(ray_local, tmp_path):
     episodes = read_metrics(tmp_path / "code" / "rollouts.jsonl")
     assert len(episodes) == 2 * 2 * 2 and all(e["turns"] <= 2 for e in episodes)
     assert (tmp_path / "code" / "checkpoints").exists()
+
+
+def test_coding_grpo_trains_the_tools_format(ray_local, tmp_path):
+    cfg = load_config(ROOT / "recipes" / "coding_grpo.yaml", [
+        "model.name=tiny-llama", f"run.output_dir={tmp_path}", "run.name=tools", "run.progress_bar=false",
+        "run.wandb_mode=disabled", "coding.tasks=generator:2", "coding.turn_control=fixed:2", "coding.agent=tools",
+        "coding.max_new_tokens_per_turn=12", "trainer.steps=1", "run.checkpoint_every_steps=0"])
+    train_coding(cfg)
+    (row,) = read_metrics(tmp_path / "tools" / "metrics.jsonl")
+    assert row["turns/max"] <= 2 and 0 < row["env_token_share"] < 1 and "loss" in row

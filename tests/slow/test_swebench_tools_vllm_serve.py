@@ -4,7 +4,8 @@ and vLLM's hermes tool parser; the CLI runs as a real subprocess over 8 generate
 turn cap and reply length. SmolLM2-135M rarely writes a valid tool call: what is checked is the path
 (every turn answered and counted, report and mini-swe-agent trajectories written and parsed), not
 the solve rate. Then the server is stopped and the same command must end with one error line naming
-the URL after its retries: exit 2, no traceback."""
+the URL after its retries: exit 2, no traceback. The same server is also named in a recipe
+(`rl eval recipes/coding_grpo.yaml coding.eval_model=openai:<url>`), over 2 tasks."""
 import json
 import subprocess
 import sys
@@ -69,6 +70,17 @@ def test_tools_agent_against_vllm_serve_then_server_killed(agent_server, tmp_pat
         calls += sum(len(m.get("tool_calls") or []) for m in traj["messages"])
     print(f"SmolLM2 tools agent: solve {report['solve_rate']:.2f}, mean turns {report['mean_turns']:.2f}, "
           f"valid tool-call turns {report['format_ok_rate']:.2f}, tool calls {calls}")
+
+    # the same server named in a recipe: `rl eval RECIPE coding.eval_model=openai:<url>`
+    recipe = Path(__file__).parent.parent.parent / "recipes" / "coding_grpo.yaml"
+    res = subprocess.run(["nice", "-n", "19", *_rl(), "eval", str(recipe), f"run.output_dir={tmp_path}",
+                          f"coding.eval_model=openai:{url}", "coding.agent=tools", "coding.tasks=generator:2",
+                          "coding.turn_control=fixed:1", "coding.max_new_tokens_per_turn=24",
+                          "coding.eval_workers=2", "coding.request_timeout_s=600"],
+                         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    report = json.loads((tmp_path / "coding_grpo" / "eval_swebench" / "fixed_1" / "report.json").read_text())
+    assert report["tasks"] == 2 and report["mean_turns"] == 1.0
 
     stop_server(server)
     res = _eval(url, tmp_path / "dead", "--request-timeout-s", "10", "--max-retries", "2", "--backoff-s", "0.2")

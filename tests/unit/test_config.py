@@ -38,6 +38,8 @@ def test_wrong_type_names_path_and_type(tmp_path):
         load_config(write(tmp_path, "rewards: [{fn: exact_match, weight: heavy}]\n"))
     with pytest.raises(ConfigError, match=r"run\.wandb_mode: expected one of"):
         load_config(write(tmp_path, "run: {wandb_mode: loud}\n"))
+    with pytest.raises(ConfigError, match=r"coding\.agent: expected one of"):
+        load_config(write(tmp_path, "coding: {agent: json}\n"))
 
 
 def test_reward_list_override(tmp_path):
