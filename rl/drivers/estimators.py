@@ -12,6 +12,8 @@ two (`estimator_from`), rl/drivers/opd.py the third; the driver loop is the same
 """
 from __future__ import annotations
 
+import time
+
 import ray
 import torch
 
@@ -106,13 +108,14 @@ class TeacherEstimator:
         self.actors = []
 
     def advantages(self, batch) -> tuple[torch.Tensor, dict]:
-        mask = batch.train_mask
+        mask, t0 = batch.train_mask, time.time()
         teacher_logp = ray.get(self.teacher.logprobs.remote(batch))
+        teacher_s = time.time() - t0
         adv = reverse_kl_advantages(teacher_logp, batch.logprobs, mask, self.clip)
         if self.reward_weight > 0:
             adv = mix_task_advantages(adv, self.task_adv_fn(batch.rewards, batch.group_ids), mask, self.reward_weight)
         m = distillation_metrics(teacher_logp, batch.logprobs, mask, adv)
-        return adv, {**m, "advantage/mean": m["opd/advantage_mean"]}
+        return adv, {**m, "advantage/mean": m["opd/advantage_mean"], "time/teacher_s": teacher_s}
 
     def update(self, batch) -> list:
         return []

@@ -59,7 +59,7 @@ def test_opd_same_teacher_zero_kl_sharp_teacher_trains(ray_local, tmp_path, shar
     for r in rows:  # the teacher finds the student's tokens far less likely than the student does
         assert r["opd/reverse_kl"] > 1.0 and r["opd/teacher_logprob"] < r["opd/student_logprob"] - 1.0, r
         assert r["advantage/mean"] == pytest.approx(-r["opd/reverse_kl"], rel=1e-4)
-        assert r["grad_norm"] > 0 and torch.isfinite(torch.tensor(r["loss"]))
+        assert r["grad_norm"] > 0 and torch.isfinite(torch.tensor(r["loss"])) and r["time/teacher_s"] > 0
     assert rows[-1]["staleness/max"] == 1  # batch 1 was drawn with the first weights
     trained = torch.load(sorted((tmp_path / "sharp" / "checkpoints").glob("step-*"))[-1] / "learner.pt",
                          weights_only=False)["model"]
