@@ -85,11 +85,6 @@ def observation_ids(tokenizer, messages: list[dict], end_ids: list[int], **templ
     return end_ids + full[len(base):]
 
 
-def user_turn_ids(tokenizer, content: str, end_ids: list[int]) -> list[int]:
-    """observation_ids for one user turn holding `content`."""
-    return observation_ids(tokenizer, [{"role": "user", "content": content}], end_ids)
-
-
 class _Sampled:
     """The completion the engine already sampled, behind the chat protocol, so a format's step
     function parses and runs it exactly as in evaluation (one call; the history is not re-rendered)."""
