@@ -1,7 +1,8 @@
 """`rl`: the command line. One table maps each subcommand to the function that runs it.
 
   rl train RECIPE [key=value ...] [--resume] [--address ADDR] [--print-config] [--plan PLAN.yaml]
-  rl eval RECIPE [key=value ...] [--checkpoint DIR]      held-out greedy accuracy (and pass@k)
+  rl eval RECIPE [key=value ...] [--checkpoint DIR]      held-out greedy accuracy (and pass@k); a coding
+                                                         recipe: its agent over its tasks (coding.eval_model)
   rl eval swebench ...                                   coding agents (see `rl eval swebench --help`)
   rl bench NAME [...]                                    benchmarks: grpo-step, knapsack, envs, ...
   rl value train|eval ...                                V0 state-zero value model from run histories
@@ -26,8 +27,8 @@ EXIT_CONFIG = 2
 
 SUBCOMMANDS = {  # name: ("module:function(argv) -> exit code", help)
     "train": ("rl.cli:train_main", "train from a YAML recipe (`rl train --help`)"),
-    "eval": ("rl.cli:eval_main", "held-out accuracy of a recipe's model or a checkpoint; `rl eval swebench ...` "
-             "for coding agents"),
+    "eval": ("rl.cli:eval_main", "held-out accuracy of a recipe's model or a checkpoint (a coding recipe: "
+             "its agent over its tasks); `rl eval swebench ...` for coding agents"),
     "bench": ("rl.cli:bench_main", "benchmarks, each next to its anchor in the same run (`rl bench --help`)"),
     "value": ("rl.v0.cli:main_value", "V0 value model: `rl value train|eval --help`"),
     "route": ("rl.tools.route:main_route", "route prompts across models by predicted success and cost"),
